@@ -4,5 +4,7 @@
 //! else is this library, so tests start the real server in-process.
 
 pub mod codec;
+pub mod config;
 pub mod message;
+pub mod session;
 pub mod topic;

@@ -272,7 +272,10 @@ mod tests {
         assert_eq!(TopicName::new("a/#"), Err(TopicError::WildcardInName));
         assert_eq!(TopicName::new(""), Err(TopicError::Empty));
         assert_eq!(TopicName::new("a\u{1}b"), Err(TopicError::ControlCharacter));
-        assert_eq!(TopicName::new("a\u{9f}b"), Err(TopicError::ControlCharacter));
+        assert_eq!(
+            TopicName::new("a\u{9f}b"),
+            Err(TopicError::ControlCharacter)
+        );
         assert!(TopicName::new_allow_empty("").is_ok());
         assert!(TopicName::new("/").is_ok());
         assert!(TopicName::new("\u{feff}BOM kept").is_ok());
@@ -284,7 +287,16 @@ mod tests {
 
     #[test]
     fn filters_follow_wildcard_placement_rules() {
-        for ok in ["#", "+", "a/#", "a/+/b", "+/+", "/+", "a//b", "sport/tennis/#"] {
+        for ok in [
+            "#",
+            "+",
+            "a/#",
+            "a/+/b",
+            "+/+",
+            "/+",
+            "a//b",
+            "sport/tennis/#",
+        ] {
             assert!(TopicFilter::new(ok).is_ok(), "{ok} should be valid");
         }
         assert_eq!(
@@ -333,8 +345,16 @@ mod tests {
     fn matching_follows_the_spec_examples() {
         let cases = [
             ("sport/tennis/player1/#", "sport/tennis/player1", true),
-            ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
-            ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/ranking",
+                true,
+            ),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/score/wimbledon",
+                true,
+            ),
             ("sport/#", "sport", true),
             ("#", "anything/at/all", true),
             ("sport/tennis/+", "sport/tennis/player1", true),

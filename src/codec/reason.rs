@@ -232,7 +232,9 @@ impl ReasonCode {
                     | SubscriptionIdentifiersNotSupported
                     | WildcardSubscriptionsNotSupported
             ),
-            ReasonContext::Auth => matches!(self, Success | ContinueAuthentication | ReAuthenticate),
+            ReasonContext::Auth => {
+                matches!(self, Success | ContinueAuthentication | ReAuthenticate)
+            }
         }
     }
 
@@ -282,7 +284,10 @@ mod tests {
                 defined += 1;
             }
         }
-        assert_eq!(defined, 43, "MQTT 5.0 defines 43 distinct reason code values");
+        assert_eq!(
+            defined, 43,
+            "MQTT 5.0 defines 43 distinct reason code values"
+        );
         assert_eq!(ReasonCode::from_u8(0x03), None);
         assert_eq!(ReasonCode::from_u8(0xA3), None);
     }

@@ -1,0 +1,119 @@
+//! Command-line flags. Flags override the config file; with neither, the defaults apply.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use super::{Config, ConfigError, ListenerConfig};
+
+/// Starling, an MQTT 3.1 / 3.1.1 / 5.0 broker.
+#[derive(Debug, Parser)]
+#[command(name = "starling", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML config file; every setting can be given there (see config/starling.toml).
+    #[arg(short = 'c', long, value_name = "FILE", env = "STARLING_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on for MQTT over TCP; repeat for several. Replaces the file's listeners.
+    #[arg(short = 'l', long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Directory for durable state (created and locked at start).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Log filter: error, warn, info, debug, trace, or per module (starling=debug,info).
+    #[arg(long, value_name = "LEVEL", env = "STARLING_LOG")]
+    pub log_level: Option<String>,
+
+    /// Load and validate the configuration, then exit: 0 if valid.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Print the effective configuration as TOML, then exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Cli {
+    /// The effective configuration: defaults, then the file, then the flags; validated.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if !self.listen.is_empty() {
+            config.listeners = self
+                .listen
+                .iter()
+                .copied()
+                .map(ListenerConfig::tcp)
+                .collect();
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = Some(dir.clone());
+        }
+        if let Some(level) = &self.log_level {
+            config.log.level = level.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("starling").chain(args.iter().copied()))
+            .expect("valid flags")
+    }
+
+    #[test]
+    fn no_flags_means_the_default_listener() {
+        let config = parse(&[]).load().expect("defaults load");
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn listen_flags_replace_the_file_listeners() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("starling.toml");
+        std::fs::write(
+            &path,
+            "[[listener]]\nbind = \"127.0.0.1:2000\"\n[limits]\nmax_queued_messages = 7\n",
+        )
+        .expect("write config");
+        let path_str = path.to_str().expect("utf-8 path");
+        let from_file = parse(&["-c", path_str]).load().expect("file loads");
+        assert_eq!(from_file.listeners[0].bind.port(), 2000);
+        assert_eq!(from_file.limits.max_queued_messages, 7);
+
+        let overridden = parse(&[
+            "-c",
+            path_str,
+            "-l",
+            "127.0.0.1:3000",
+            "-l",
+            "127.0.0.2:3001",
+        ])
+        .load()
+        .expect("flags override");
+        let ports: Vec<u16> = overridden.listeners.iter().map(|l| l.bind.port()).collect();
+        assert_eq!(ports, vec![3000, 3001]);
+        assert_eq!(overridden.limits.max_queued_messages, 7, "file values stay");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_it() {
+        let err = parse(&["-c", "/nonexistent/starling.toml"])
+            .load()
+            .expect_err("missing file");
+        assert!(
+            err.to_string().contains("/nonexistent/starling.toml"),
+            "{err}"
+        );
+    }
+}

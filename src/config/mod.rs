@@ -1,0 +1,231 @@
+//! Configuration: a TOML file (every setting) overlaid by command-line flags.
+//!
+//! [`Config`] is the single source of truth the library runs from; `main.rs` builds it with
+//! [`Cli::load`] and the tests build it directly. Defaults give a new user a working broker on
+//! `127.0.0.1:1883` with no file at all.
+
+mod cli;
+mod limits;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use cli::Cli;
+pub use limits::Limits;
+
+/// The address a broker started with no configuration listens on.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
+
+/// Everything the broker needs to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// TCP listeners (`[[listener]]` tables).
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    pub limits: Limits,
+    /// Where durable state lives. The directory is created and locked so two brokers never share
+    /// it; the in-memory store of this release writes nothing there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![ListenerConfig::default()],
+            limits: Limits::default(),
+            data_dir: None,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// One listening socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address and port; port 0 picks a free port (tests use this).
+    pub bind: SocketAddr,
+    /// Connections open at once on this listener, at most; 0 = no limit of its own.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            bind: default_listen(),
+            max_connections: 0,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// A listener on `bind` with no limit of its own.
+    pub fn tcp(bind: SocketAddr) -> Self {
+        ListenerConfig {
+            bind,
+            max_connections: 0,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+
+/// Logging settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, or per module as `starling=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML config file; keys it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The configuration as TOML, as `--print-config` shows it.
+    pub fn to_toml(&self) -> String {
+        // Serializing plain structs of strings and numbers cannot fail; keep a readable fallback
+        // anyway rather than a panic.
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+
+    /// Checks what serde cannot: values that parse but make no sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no listener configured: add a [[listener]] table or pass --listen".into(),
+            ));
+        }
+        let limits = &self.limits;
+        if limits.max_packet_size != 0 && limits.max_packet_size < 64 {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_packet_size = {} is too small to carry a CONNECT; use 0 or at least 64",
+                limits.max_packet_size
+            )));
+        }
+        if limits.max_packet_size > crate::codec::MAX_PACKET_SIZE {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_packet_size = {} is above the protocol's maximum of {}",
+                limits.max_packet_size,
+                crate::codec::MAX_PACKET_SIZE
+            )));
+        }
+        if limits.max_keepalive == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_keepalive = 0 would refuse every client; the largest is 65535".into(),
+            ));
+        }
+        if limits.connect_timeout == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.connect_timeout must be at least 1 second".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::Invalid(format!("log.level = {:?}: {e}", self.log.level)))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let config = Config::from_toml("").expect("empty TOML parses");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listeners[0].bind.to_string(), DEFAULT_LISTEN);
+        config.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn printed_config_parses_back_to_the_same_config() {
+        let mut config = Config::default();
+        config.limits.max_inflight_messages = 5;
+        config
+            .listeners
+            .push(ListenerConfig::tcp("0.0.0.0:1884".parse().expect("addr")));
+        config.data_dir = Some(PathBuf::from("/var/lib/starling"));
+        let text = config.to_toml();
+        assert_eq!(Config::from_toml(&text).expect("round trip"), config);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::from_toml("[limits]\nmax_inflight = 3\n").expect_err("unknown key");
+        assert!(err.to_string().contains("max_inflight"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        let mut config = Config::default();
+        config.limits.max_packet_size = 10;
+        assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.listeners.clear();
+        assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.log.level = "loud=?=".into();
+        assert!(config.validate().is_err());
+    }
+}

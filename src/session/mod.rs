@@ -1,0 +1,717 @@
+//! The MQTT session as a sans-IO state machine: packets and deliveries go in with the current
+//! time, [`Action`]s come out. No sockets, clocks, locks or tokio here, so every protocol rule
+//! (QoS flows, inflight windows, topic aliases, keep alive, wills) is unit-tested without a network.
+//!
+//! A [`Session`] outlives its network connections when the client asks for that: what belongs to
+//! the session (subscriptions, unacknowledged QoS 1/2 exchanges in both directions, the will) stays
+//! here, while what belongs to one connection (protocol version, the client's limits, topic
+//! aliases, keep alive) is the [`Link`], replaced on every reconnect.
+
+mod alias;
+mod connect;
+mod outbound;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+pub use alias::{AliasError, InboundAliases, OutboundAliases, OutboundTopic};
+pub use connect::{EXPIRY_NEVER, Negotiated, connack, negotiate};
+pub use outbound::{AckOutcome, Outbound, OutboundState};
+
+use crate::codec::{
+    AckProperties, Disconnect, Packet, PacketId, PayloadFormat, ProtocolVersion, PubResponse,
+    Publish, PublishProperties, PublishView, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe, Will, publish_encoded_len,
+};
+use crate::config::Limits;
+use crate::message::{Delivery, Message, Origin, expiry_deadline};
+use crate::topic::{TopicFilter, TopicName};
+
+/// A subscription as the session remembers it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subscription {
+    pub filter: TopicFilter,
+    pub options: SubscriptionOptions,
+    pub id: Option<NonZeroU32>,
+}
+
+/// What the connection layer must do after the session handled an input, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Send a control packet.
+    Send(Packet),
+    /// Send a PUBLISH built from a shared message.
+    Publish(OutgoingPublish),
+    /// Route a message the client published (and update the retained store if it is retained).
+    Route(Arc<Message>),
+    /// Add or replace a subscription in the router; then, if `send_retained`, feed the matching
+    /// retained messages back with [`Session::enqueue_retained`].
+    Subscribe {
+        subscription: Subscription,
+        send_retained: bool,
+    },
+    /// Remove a subscription from the router.
+    Unsubscribe(TopicFilter),
+    /// The client sent DISCONNECT: close the connection; the will goes out only if still set.
+    ClientDisconnected,
+}
+
+/// Why the session wants the connection closed: a protocol violation by the client. The will is
+/// published (the close is not a normal disconnect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub reason: ReasonCode,
+    pub detail: &'static str,
+}
+
+impl Close {
+    fn new(reason: ReasonCode, detail: &'static str) -> Self {
+        Close { reason, detail }
+    }
+}
+
+/// A PUBLISH on its way to this client: the shared message plus what is specific to this send.
+#[derive(Debug)]
+pub struct OutgoingPublish {
+    pub message: Arc<Message>,
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub packet_id: Option<PacketId>,
+    /// False when the topic alias alone addresses the message.
+    pub send_topic: bool,
+    pub topic_alias: Option<std::num::NonZeroU16>,
+    pub subscription_ids: SmallVec<[NonZeroU32; 1]>,
+    pub message_expiry_interval: Option<u32>,
+}
+
+impl OutgoingPublish {
+    /// The borrowed form the encoder takes.
+    pub fn view(&self) -> PublishView<'_> {
+        PublishView {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: if self.send_topic {
+                self.message.topic.as_str()
+            } else {
+                ""
+            },
+            packet_id: self.packet_id,
+            properties: &self.message.properties,
+            topic_alias: self.topic_alias,
+            subscription_identifiers: &self.subscription_ids,
+            message_expiry_interval: self.message_expiry_interval,
+            payload_len: self.message.payload.len(),
+        }
+    }
+}
+
+/// Why a delivery was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Its Message Expiry Interval ran out while it waited ([MQTT-3.3.2-5]).
+    Expired,
+    /// Larger than the client's Maximum Packet Size ([MQTT-3.1.2-25]).
+    TooLarge,
+}
+
+/// The state of one network connection, fixed by its CONNECT.
+#[derive(Debug)]
+pub struct Link {
+    pub version: ProtocolVersion,
+    /// Seconds; 0 = no keep alive.
+    pub keep_alive: u16,
+    /// The outgoing inflight window: the client's Receive Maximum capped by ours.
+    pub receive_maximum: u16,
+    /// The client's Maximum Packet Size.
+    pub max_packet_size: u32,
+    /// The client's Topic Alias Maximum (aliases we may use towards it).
+    pub topic_alias_maximum: u16,
+    pub request_problem_information: bool,
+    /// When the last packet arrived, for the keep alive deadline.
+    pub last_received: Instant,
+    pub inbound_aliases: InboundAliases,
+    pub outbound_aliases: OutboundAliases,
+}
+
+impl Link {
+    /// A link with the protocol defaults, before any CONNECT property is applied.
+    pub fn new(version: ProtocolVersion, now: Instant) -> Self {
+        Link {
+            version,
+            keep_alive: 0,
+            receive_maximum: u16::MAX,
+            max_packet_size: crate::codec::MAX_PACKET_SIZE,
+            topic_alias_maximum: 0,
+            request_problem_information: true,
+            last_received: now,
+            inbound_aliases: InboundAliases::default(),
+            outbound_aliases: OutboundAliases::default(),
+        }
+    }
+}
+
+/// An MQTT session.
+#[derive(Debug)]
+pub struct Session {
+    client_id: Arc<str>,
+    /// Stamped on messages this client publishes, for No Local.
+    origin: Origin,
+    /// Seconds the session outlives a connection; [`EXPIRY_NEVER`] for ever.
+    expiry_interval: u32,
+    /// Keyed by the whole filter (share prefix included): one subscription per filter
+    /// ([MQTT-3.8.4-3]).
+    subscriptions: HashMap<TopicFilter, Subscription>,
+    outbound: Outbound,
+    /// Packet ids of QoS 2 messages received and routed, awaiting PUBREL (section 4.3.3: the
+    /// message is delivered onward on PUBLISH and its id held until PUBREL to discard duplicates).
+    inbound_qos2: BTreeSet<u16>,
+    will: Option<Will>,
+    /// Retained messages matched by a new subscription, sent as the inflight window allows: never
+    /// dropped for queue limits, so a late subscriber gets every retained message.
+    replay: VecDeque<Delivery>,
+    link: Link,
+}
+
+impl Session {
+    /// A new, empty session for an accepted CONNECT.
+    pub fn new(negotiated: Negotiated, origin: Origin) -> Self {
+        Session {
+            client_id: negotiated.client_id,
+            origin,
+            expiry_interval: negotiated.expiry_interval,
+            subscriptions: HashMap::new(),
+            outbound: Outbound::default(),
+            inbound_qos2: BTreeSet::new(),
+            will: negotiated.will,
+            replay: VecDeque::new(),
+            link: negotiated.link,
+        }
+    }
+
+    /// Attaches a resumed session to a new connection: the connection-scoped state is replaced,
+    /// the session-scoped state kept. Then call [`Session::resume`].
+    pub fn reattach(&mut self, negotiated: Negotiated) {
+        self.expiry_interval = negotiated.expiry_interval;
+        self.will = negotiated.will;
+        self.link = negotiated.link;
+    }
+
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    pub fn version(&self) -> ProtocolVersion {
+        self.link.version
+    }
+
+    pub fn expiry_interval(&self) -> u32 {
+        self.expiry_interval
+    }
+
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
+        self.subscriptions.values()
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.outbound.len()
+    }
+
+    /// Whether the client wants reason strings and user properties on acks (5.0
+    /// Request Problem Information).
+    pub fn wants_problem_information(&self) -> bool {
+        self.link.request_problem_information
+    }
+
+    /// When the client must next be heard from: 1.5 times its keep alive after the last packet
+    /// ([MQTT-3.1.2-22]). `None` when keep alive is off.
+    pub fn keep_alive_deadline(&self) -> Option<Instant> {
+        (self.link.keep_alive != 0).then(|| {
+            self.link.last_received + Duration::from_millis(u64::from(self.link.keep_alive) * 1500)
+        })
+    }
+
+    /// QoS 1/2 messages that may be started now.
+    pub fn window_free(&self) -> usize {
+        usize::from(self.link.receive_maximum).saturating_sub(self.outbound.len())
+    }
+
+    /// Handles one packet from the client.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        packet: Packet,
+        limits: &Limits,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Close> {
+        self.link.last_received = now;
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(now, publish, limits, out),
+            Packet::PubAck(ack) => {
+                self.outbound.puback(ack.packet_id);
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                self.handle_pubrec(rec, out);
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                self.handle_pubrel(rel, out);
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                self.outbound.pubcomp(comp.packet_id);
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => {
+                self.handle_subscribe(subscribe, out);
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                self.handle_unsubscribe(unsubscribe, out);
+                Ok(())
+            }
+            Packet::PingReq => {
+                out.push(Action::Send(Packet::PingResp));
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => self.handle_disconnect(disconnect, out),
+            // [MQTT-3.1.0-2] a second CONNECT is a protocol error.
+            Packet::Connect(_) => Err(Close::new(ReasonCode::ProtocolError, "second CONNECT")),
+            // Section 4.12: AUTH is a protocol error unless CONNECT named an auth method, and
+            // this broker accepts none.
+            Packet::Auth(_) => Err(Close::new(
+                ReasonCode::ProtocolError,
+                "AUTH without an authentication method",
+            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => Err(
+                Close::new(ReasonCode::ProtocolError, "a packet only a server may send"),
+            ),
+        }
+    }
+
+    fn handle_publish(
+        &mut self,
+        now: Instant,
+        publish: Publish,
+        limits: &Limits,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Close> {
+        // [MQTT-3.3.4-6] a client must not send Subscription Identifiers in PUBLISH.
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err(Close::new(
+                ReasonCode::ProtocolError,
+                "subscription identifier in a client PUBLISH",
+            ));
+        }
+        // Section 3.3.1.3: RETAIN after CONNACK said Retain Available 0 is answered with 0x9A.
+        if publish.retain && !limits.retain_available {
+            return Err(Close::new(
+                ReasonCode::RetainNotSupported,
+                "retained messages are not available",
+            ));
+        }
+        let topic = self.resolve_topic(&publish, limits)?;
+        let format_ok = publish.properties.payload_format != Some(PayloadFormat::Utf8)
+            || std::str::from_utf8(&publish.payload).is_ok();
+
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) => {
+                if format_ok {
+                    out.push(Action::Route(self.message(now, topic, publish)));
+                }
+            }
+            (QoS::AtLeastOnce, Some(id)) => {
+                let reason = if format_ok {
+                    out.push(Action::Route(self.message(now, topic, publish)));
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PayloadFormatInvalid
+                };
+                out.push(Action::Send(Packet::PubAck(self.ack(id, reason))));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                let reason = if self.inbound_qos2.contains(&id.get()) {
+                    // A retransmission of a message already routed: acknowledge, never re-route.
+                    ReasonCode::Success
+                } else if self.inbound_qos2.len() >= usize::from(limits.inflight_window()) {
+                    // Section 3.3.4: more unacknowledged QoS 2 PUBLISHes than our Receive Maximum.
+                    return Err(Close::new(
+                        ReasonCode::ReceiveMaximumExceeded,
+                        "more QoS 2 messages in flight than the Receive Maximum",
+                    ));
+                } else if format_ok {
+                    self.inbound_qos2.insert(id.get());
+                    out.push(Action::Route(self.message(now, topic, publish)));
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PayloadFormatInvalid
+                };
+                out.push(Action::Send(Packet::PubRec(self.ack(id, reason))));
+            }
+            // The codec guarantees a packet id for QoS 1 and 2.
+            (_, None) => {
+                return Err(Close::new(
+                    ReasonCode::MalformedPacket,
+                    "QoS 1/2 PUBLISH without packet id",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The topic to route: the PUBLISH's own, or the one its alias stands for (5.0).
+    fn resolve_topic(&mut self, publish: &Publish, limits: &Limits) -> Result<TopicName, Close> {
+        match publish.properties.topic_alias {
+            Some(alias) => self
+                .link
+                .inbound_aliases
+                .resolve(&publish.topic, alias, limits.max_topic_alias)
+                .map_err(|e| match e {
+                    AliasError::OutOfRange => Close::new(
+                        ReasonCode::TopicAliasInvalid,
+                        "topic alias above the maximum",
+                    ),
+                    AliasError::Unknown => {
+                        Close::new(ReasonCode::ProtocolError, "unknown topic alias")
+                    }
+                }),
+            None if publish.topic.is_empty() => Err(Close::new(
+                ReasonCode::ProtocolError,
+                "empty topic without a topic alias",
+            )),
+            None => Ok(publish.topic.clone()),
+        }
+    }
+
+    /// The shared message for a PUBLISH: the payload copied once into an exact-size buffer so it
+    /// does not pin the connection's read buffer, the per-hop properties removed.
+    fn message(&self, now: Instant, topic: TopicName, publish: Publish) -> Arc<Message> {
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        let expires_at = expiry_deadline(now, properties.message_expiry_interval);
+        Arc::new(Message {
+            topic,
+            payload: Bytes::copy_from_slice(&publish.payload),
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: PublishProperties {
+                message_expiry_interval: None,
+                ..properties
+            },
+            expires_at,
+            origin: Some(self.origin),
+        })
+    }
+
+    fn ack(&self, packet_id: PacketId, reason: ReasonCode) -> PubResponse {
+        let mut properties = AckProperties::default();
+        if reason == ReasonCode::PayloadFormatInvalid && self.link.request_problem_information {
+            properties.reason_string = Some("payload is not valid UTF-8".to_owned());
+        }
+        PubResponse {
+            packet_id,
+            reason,
+            properties,
+        }
+    }
+
+    fn handle_pubrec(&mut self, rec: PubResponse, out: &mut Vec<Action>) {
+        match self.outbound.pubrec(rec.packet_id, rec.reason.is_error()) {
+            AckOutcome::SendPubRel => {
+                out.push(Action::Send(Packet::PubRel(PubResponse::success(
+                    rec.packet_id,
+                ))));
+            }
+            AckOutcome::Unknown if self.link.version.is_v5() => {
+                out.push(Action::Send(Packet::PubRel(PubResponse {
+                    packet_id: rec.packet_id,
+                    reason: ReasonCode::PacketIdentifierNotFound,
+                    properties: AckProperties::default(),
+                })));
+            }
+            AckOutcome::Unknown | AckOutcome::Completed => {}
+        }
+    }
+
+    fn handle_pubrel(&mut self, rel: PubResponse, out: &mut Vec<Action>) {
+        // Section 4.3.3: PUBREL is always answered with PUBCOMP and the id is released.
+        let known = self.inbound_qos2.remove(&rel.packet_id.get());
+        let reason = if known || !self.link.version.is_v5() {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
+        out.push(Action::Send(Packet::PubComp(PubResponse {
+            packet_id: rel.packet_id,
+            reason,
+            properties: AckProperties::default(),
+        })));
+    }
+
+    fn handle_subscribe(&mut self, subscribe: Subscribe, out: &mut Vec<Action>) {
+        let id = subscribe.properties.subscription_identifier;
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        for (filter, options) in subscribe.filters {
+            let existed = self.subscriptions.contains_key(&filter);
+            // Section 4.8.2: retained messages are not sent for shared subscriptions.
+            let send_retained = !filter.is_shared()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            let subscription = Subscription {
+                filter: filter.clone(),
+                options,
+                id,
+            };
+            // [MQTT-3.8.4-3] an existing subscription with the same filter is replaced.
+            self.subscriptions.insert(filter, subscription.clone());
+            reasons.push(granted(options.qos));
+            out.push(Action::Subscribe {
+                subscription,
+                send_retained,
+            });
+        }
+        // [MQTT-3.8.4-1] SUBACK with the same packet id, one reason per filter ([MQTT-3.8.4-6]).
+        out.push(Action::Send(Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            properties: AckProperties::default(),
+            reasons,
+        })));
+    }
+
+    fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe, out: &mut Vec<Action>) {
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in unsubscribe.filters {
+            if self.subscriptions.remove(&filter).is_some() {
+                out.push(Action::Unsubscribe(filter));
+                reasons.push(ReasonCode::Success);
+            } else {
+                reasons.push(ReasonCode::NoSubscriptionExisted);
+            }
+        }
+        // [MQTT-3.10.4-4] UNSUBACK even when nothing was removed.
+        out.push(Action::Send(Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: AckProperties::default(),
+            reasons,
+        })));
+    }
+
+    fn handle_disconnect(
+        &mut self,
+        disconnect: Disconnect,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Close> {
+        if let Some(interval) = disconnect.properties.session_expiry_interval {
+            // Section 3.14.2.2.2: a session that was to end at disconnect cannot be extended by
+            // DISCONNECT; that is a protocol error.
+            if self.expiry_interval == 0 && interval != 0 {
+                return Err(Close::new(
+                    ReasonCode::ProtocolError,
+                    "DISCONNECT sets a session expiry after CONNECT set none",
+                ));
+            }
+            self.expiry_interval = interval;
+        }
+        // [MQTT-3.14.4-3] a normal disconnect discards the will; 0x04 and error reasons keep it.
+        if disconnect.reason == ReasonCode::Success {
+            self.will = None;
+        }
+        out.push(Action::ClientDisconnected);
+        Ok(())
+    }
+
+    /// Queues the retained messages a new subscription matched. They carry RETAIN 1
+    /// ([MQTT-3.3.1-9]) and the subscription's identifier.
+    pub fn enqueue_retained(
+        &mut self,
+        now: Instant,
+        subscription: &Subscription,
+        messages: Vec<Arc<Message>>,
+    ) {
+        for message in messages {
+            if message.is_expired(now) {
+                continue;
+            }
+            let qos = message.qos.min(subscription.options.qos);
+            self.replay.push_back(Delivery {
+                message,
+                qos,
+                retain: true,
+                subscription_ids: subscription.id.into_iter().collect(),
+            });
+        }
+    }
+
+    /// The next retained message to send, if the inflight window allows it.
+    pub fn next_replay(&mut self) -> Option<Delivery> {
+        let front = self.replay.front()?;
+        if front.qos != QoS::AtMostOnce && self.window_free() == 0 {
+            return None;
+        }
+        self.replay.pop_front()
+    }
+
+    /// Turns a delivery into a PUBLISH, or drops it. QoS 1/2 deliveries must only be offered when
+    /// [`Session::window_free`] is non-zero.
+    pub fn deliver(
+        &mut self,
+        now: Instant,
+        delivery: Delivery,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Dropped> {
+        if delivery.message.is_expired(now) {
+            return Err(Dropped::Expired);
+        }
+        let expiry = delivery.message.remaining_expiry(now);
+        let plan = if self.link.version.is_v5() {
+            self.link
+                .outbound_aliases
+                .plan(&delivery.message.topic, self.link.topic_alias_maximum)
+        } else {
+            OutboundTopic::Full
+        };
+        let (send_topic, topic_alias) = match plan {
+            OutboundTopic::Full => (true, None),
+            OutboundTopic::Assign(alias) => (true, Some(alias)),
+            OutboundTopic::Known(alias) => (false, Some(alias)),
+        };
+        let mut publish = OutgoingPublish {
+            message: delivery.message.clone(),
+            dup: false,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            // Any id has the right size for measuring; the real one is taken below.
+            packet_id: (delivery.qos != QoS::AtMostOnce)
+                .then(|| PacketId::new(1))
+                .flatten(),
+            send_topic,
+            topic_alias,
+            subscription_ids: if self.link.version.is_v5() {
+                delivery.subscription_ids.clone()
+            } else {
+                SmallVec::new()
+            },
+            message_expiry_interval: expiry,
+        };
+        if !self.fits(&publish) {
+            return Err(Dropped::TooLarge);
+        }
+        if delivery.qos != QoS::AtMostOnce {
+            // The caller checked the window, so a free id exists; if not, treat as too large
+            // rather than send a PUBLISH we could not track.
+            publish.packet_id = Some(self.outbound.start(delivery).ok_or(Dropped::TooLarge)?);
+        }
+        if let OutboundTopic::Assign(alias) = plan {
+            self.link
+                .outbound_aliases
+                .commit(&publish.message.topic, alias);
+        }
+        out.push(Action::Publish(publish));
+        Ok(())
+    }
+
+    /// Whether a PUBLISH fits the client's Maximum Packet Size ([MQTT-3.1.2-24]).
+    fn fits(&self, publish: &OutgoingPublish) -> bool {
+        match publish_encoded_len(&publish.view(), self.link.version) {
+            Ok(len) => {
+                u64::try_from(len).is_ok_and(|len| len <= u64::from(self.link.max_packet_size))
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Resends every unacknowledged exchange after the session resumed on a new connection:
+    /// PUBLISH with DUP set for those awaiting PUBACK/PUBREC, PUBREL for those awaiting PUBCOMP,
+    /// in the original order ([MQTT-4.4.0-1], [MQTT-4.6.0-1]).
+    pub fn resume(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let mut abandoned = Vec::new();
+        for (id, entry) in self.outbound.in_send_order() {
+            match entry.state {
+                OutboundState::AwaitingPubComp => {
+                    out.push(Action::Send(Packet::PubRel(PubResponse::success(id))));
+                }
+                OutboundState::AwaitingPubAck | OutboundState::AwaitingPubRec => {
+                    let delivery = &entry.delivery;
+                    let publish = OutgoingPublish {
+                        message: delivery.message.clone(),
+                        dup: true,
+                        qos: delivery.qos,
+                        retain: delivery.retain,
+                        packet_id: Some(id),
+                        send_topic: true,
+                        topic_alias: None,
+                        subscription_ids: if self.link.version.is_v5() {
+                            delivery.subscription_ids.clone()
+                        } else {
+                            SmallVec::new()
+                        },
+                        // Delivery has started, so an expired message still completes
+                        // (section 3.3.2.3.3); never announce an interval of 0.
+                        message_expiry_interval: delivery
+                            .message
+                            .remaining_expiry(now)
+                            .map(|secs| secs.max(1)),
+                    };
+                    if self.fits(&publish) {
+                        out.push(Action::Publish(publish));
+                    } else {
+                        abandoned.push(id);
+                    }
+                }
+            }
+        }
+        for id in abandoned {
+            self.outbound.abandon(id);
+        }
+    }
+
+    /// Takes the will for publishing when the connection closes other than by a normal
+    /// DISCONNECT, with its delay in seconds.
+    pub fn take_will(&mut self, now: Instant) -> Option<(Arc<Message>, u32)> {
+        let will = self.will.take()?;
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        let properties = PublishProperties {
+            payload_format: will.properties.payload_format,
+            message_expiry_interval: None,
+            topic_alias: None,
+            response_topic: will.properties.response_topic,
+            correlation_data: will.properties.correlation_data,
+            user_properties: will.properties.user_properties,
+            subscription_identifiers: Vec::new(),
+            content_type: will.properties.content_type,
+        };
+        let message = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+            expires_at: expiry_deadline(now, will.properties.message_expiry_interval),
+            origin: Some(self.origin),
+        };
+        Some((Arc::new(message), delay))
+    }
+}
+
+/// The SUBACK reason granting a QoS.
+fn granted(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::Success,
+        QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+    }
+}
