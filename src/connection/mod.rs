@@ -1,0 +1,525 @@
+//! One task per network connection: it reads and decodes packets, runs them through the
+//! [`Session`], drains the session's mailbox into PUBLISHes, writes, and keeps the keep-alive timer.
+//!
+//! Reading, writing, the mailbox and the timer are polled together in one `poll_fn`, so a peer
+//! that stops reading cannot stall the decoding of its own acknowledgements, and there is no second
+//! task or channel per connection. Output is bounded: while more than [`HIGH_WATER`] bytes wait
+//! for the socket, no new deliveries are taken from the mailbox (they wait there, under the queue
+//! limits), and a socket that accepts nothing for [`WRITE_STALL_TIMEOUT`] is closed.
+
+mod outbuf;
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::broker::{Broker, Control, SessionSlot};
+use crate::codec::{
+    self, ConnAck, DecodeContext, DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode,
+    ReasonContext,
+};
+use crate::session::{self, Action, Close, Session};
+use crate::transport::Stream;
+use outbuf::OutBuf;
+
+/// Output bytes queued beyond which no more deliveries are taken from the mailbox.
+const HIGH_WATER: usize = 64 * 1024;
+
+/// A connection whose socket takes no bytes for this long is closed and its will published: the
+/// client stopped reading, and holding its output would hold memory for ever.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the last bytes (CONNACK refusal, DISCONNECT) may take to leave before the socket is
+/// dropped anyway.
+const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
+
+/// Deliveries taken from the mailbox per lock.
+const BATCH: usize = 64;
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(stream: Stream, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken) {
+    let span = info_span!("conn", %peer, client = tracing::field::Empty);
+    let mut connection = Connection {
+        stream,
+        peer,
+        rbuf: BytesMut::new(),
+        out: OutBuf::default(),
+        decode: DecodeContext {
+            version: ProtocolVersion::V311,
+            max_packet_size: broker.limits.max_packet_size(),
+        },
+        last_write: tokio::time::Instant::now().into_std(),
+    };
+    async move {
+        debug!("new connection");
+        connection.run(&broker, &shutdown).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// What woke the connection up.
+enum Event {
+    /// New bytes are in the read buffer.
+    Data,
+    /// The peer closed its side.
+    Eof,
+    Io(std::io::Error),
+    /// The mailbox has deliveries the window admits, or a control request.
+    Mailbox,
+    Timer,
+}
+
+/// How a connection ended, which decides the will and the log line.
+#[derive(Debug)]
+enum Ending {
+    /// DISCONNECT from the client.
+    ClientDisconnect,
+    /// The client broke a rule; we sent DISCONNECT with this reason where possible.
+    Violation(Close),
+    KeepAliveTimeout,
+    WriteStalled,
+    PeerClosed,
+    Io(std::io::Error),
+    /// Another connection took the session; signal it once the session is parked.
+    TakenOver(tokio::sync::oneshot::Sender<()>),
+    /// Server shutdown or administrative close.
+    Closed(ReasonCode),
+}
+
+struct Connection {
+    stream: Stream,
+    peer: SocketAddr,
+    rbuf: BytesMut,
+    out: OutBuf,
+    decode: DecodeContext,
+    /// Last time the socket took bytes, or output became pending.
+    last_write: Instant,
+}
+
+fn now() -> Instant {
+    // tokio's clock, so tests with paused time drive keep alive and expiry.
+    tokio::time::Instant::now().into_std()
+}
+
+impl Connection {
+    async fn run(&mut self, broker: &Arc<Broker>, shutdown: &CancellationToken) {
+        let timeout = Duration::from_secs(u64::from(broker.limits.connect_timeout));
+        // Cancellation-safe: reading CONNECT only touches our own buffers, which are dropped.
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return,
+            first = tokio::time::timeout(timeout, self.read_packet()) => first,
+        };
+        let connect = match first {
+            Err(_) => {
+                info!(peer = %self.peer, "no CONNECT within {}s, closing", timeout.as_secs());
+                return;
+            }
+            Ok(Err(ReadError::Closed)) => return,
+            Ok(Err(ReadError::Io(e))) => {
+                debug!(error = %e, "socket error before CONNECT");
+                return;
+            }
+            Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolVersion(level)))) => {
+                info!(peer = %self.peer, level, "refused: unsupported protocol level {level}");
+                // Section 3.2.2.2 / 3.1.1 [MQTT-3.1.2-2]: answer with return code 1, in the
+                // 3.1.1 form every client version can parse.
+                let refusal = ConnAck {
+                    session_present: false,
+                    reason: ReasonCode::UnsupportedProtocolVersion,
+                    properties: Default::default(),
+                };
+                self.send_and_close(&Packet::ConnAck(refusal), ProtocolVersion::V311).await;
+                return;
+            }
+            Ok(Err(ReadError::Decode(e))) => {
+                info!(peer = %self.peer, error = %e, "bad CONNECT, closing");
+                return;
+            }
+            Ok(Ok(Packet::Connect(connect))) => *connect,
+            Ok(Ok(other)) => {
+                // [MQTT-3.1.0-1] the first packet must be CONNECT.
+                info!(peer = %self.peer, packet = other.name(), "first packet is not CONNECT, closing");
+                return;
+            }
+        };
+        self.decode.version = connect.protocol;
+        let version = connect.protocol;
+        let (clean_start, keep_alive) = (connect.clean_start, connect.keep_alive);
+        let negotiated = match session::negotiate(connect, &broker.limits, now(), || {
+            broker.assign_client_id()
+        }) {
+            Ok(negotiated) => negotiated,
+            Err(refusal) => {
+                info!(peer = %self.peer, reason = %refusal.reason, "connection refused");
+                self.send_and_close(&Packet::ConnAck(*refusal), version).await;
+                return;
+            }
+        };
+        let client_id = negotiated.client_id.clone();
+        tracing::Span::current().record("client", &*client_id);
+
+        let opened = match broker.open_session(&client_id, clean_start).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                warn!(?e, "cannot open session for {client_id}");
+                let refusal = ConnAck {
+                    session_present: false,
+                    reason: ReasonCode::ServerUnavailable,
+                    properties: Default::default(),
+                };
+                self.send_and_close(&Packet::ConnAck(refusal), version).await;
+                return;
+            }
+        };
+        let slot = opened.slot;
+        let session_present = opened.resumed.is_some();
+        let connack = session::connack(&negotiated, session_present, &broker.limits);
+        let mut session = match opened.resumed {
+            Some(mut session) => {
+                session.reattach(negotiated);
+                session
+            }
+            None => Box::new(Session::new(negotiated, slot.origin())),
+        };
+        info!(
+            "New client connected from {} as {} (p{}, c{}, k{}{}).",
+            self.peer,
+            client_id,
+            version.level(),
+            u8::from(clean_start),
+            keep_alive,
+            if session_present { ", resumed" } else { "" }
+        );
+
+        let mut actions = Vec::new();
+        let ending = if let Err(e) = self.out.push_packet(&Packet::ConnAck(connack), version) {
+            Ending::Violation(Close {
+                reason: ReasonCode::ImplementationSpecificError,
+                detail: encode_failure(&e),
+            })
+        } else if shutdown.is_cancelled() {
+            Ending::Closed(ReasonCode::ServerShuttingDown)
+        } else {
+            session.resume(now(), &mut actions);
+            match self.apply(broker, &slot, &mut session, &mut actions) {
+                Err(ending) => ending,
+                Ok(()) => self.serve_session(broker, &slot, &mut session, &mut actions).await,
+            }
+        };
+        self.finish(broker, &slot, session, ending).await;
+    }
+
+    /// The main loop, after CONNACK: returns how the connection ended.
+    async fn serve_session(
+        &mut self,
+        broker: &Broker,
+        slot: &Arc<SessionSlot>,
+        session: &mut Session,
+        actions: &mut Vec<Action>,
+    ) -> Ending {
+        let mut batch = Vec::new();
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            if let Err(ending) = self.pump(broker, slot, session, actions, &mut batch) {
+                return ending;
+            }
+            let deadline = self.deadline(session);
+            if let Some(deadline) = deadline {
+                if armed.is_none_or(|at| deadline < at) {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
+                    armed = Some(deadline);
+                }
+            }
+            let window = session.window_free();
+            let event = poll_fn(|cx| self.poll_event(cx, slot, window, timer.as_mut(), armed.is_some())).await;
+            match event {
+                Event::Data => {
+                    if let Err(ending) = self.handle_input(broker, slot, session, actions) {
+                        return ending;
+                    }
+                }
+                Event::Eof => return Ending::PeerClosed,
+                Event::Io(e) => return Ending::Io(e),
+                Event::Mailbox => match slot.take_control() {
+                    Some(Control::TakeOver(tx)) => return Ending::TakenOver(tx),
+                    Some(Control::Close(reason)) => return Ending::Closed(reason),
+                    None => {}
+                },
+                Event::Timer => {
+                    armed = None;
+                    let now = now();
+                    if session.keep_alive_deadline().is_some_and(|at| now >= at) {
+                        return Ending::KeepAliveTimeout;
+                    }
+                    if !self.out.is_empty() && now >= self.last_write + WRITE_STALL_TIMEOUT {
+                        return Ending::WriteStalled;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest moment something must be checked: keep alive, or a stalled write.
+    fn deadline(&self, session: &Session) -> Option<Instant> {
+        let stall = (!self.out.is_empty()).then(|| self.last_write + WRITE_STALL_TIMEOUT);
+        match (session.keep_alive_deadline(), stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        slot: &SessionSlot,
+        window: usize,
+        timer: Pin<&mut Sleep>,
+        timer_armed: bool,
+    ) -> Poll<Event> {
+        if !self.out.is_empty() {
+            let before = self.out.len();
+            let flushed = self.out.poll_flush(&mut self.stream, cx);
+            if self.out.len() != before {
+                self.last_write = now();
+            }
+            if let Poll::Ready(Err(e)) = flushed {
+                return Poll::Ready(Event::Io(e));
+            }
+        }
+        let ready = slot.poll_ready(cx, window);
+        if ready.control || (ready.deliverable && self.out.len() < HIGH_WATER) {
+            return Poll::Ready(Event::Mailbox);
+        }
+        match self.stream.poll_read_into(cx, &mut self.rbuf) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
+            Poll::Ready(Ok(_)) => return Poll::Ready(Event::Data),
+            Poll::Ready(Err(e)) => return Poll::Ready(Event::Io(e)),
+            Poll::Pending => {}
+        }
+        if timer_armed && timer.poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        // Going idle: hold no buffers while waiting.
+        if self.rbuf.is_empty() && self.rbuf.capacity() != 0 {
+            self.rbuf = BytesMut::new();
+        }
+        self.out.release_if_empty();
+        Poll::Pending
+    }
+
+    /// Decodes and handles every complete packet in the read buffer.
+    fn handle_input(
+        &mut self,
+        broker: &Broker,
+        slot: &Arc<SessionSlot>,
+        session: &mut Session,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Ending> {
+        loop {
+            let packet = match codec::decode(&mut self.rbuf, &self.decode) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(Ending::Violation(Close {
+                        reason: e.reason_code(),
+                        detail: decode_failure(&e),
+                    }));
+                }
+            };
+            if let Err(close) = session.handle(now(), packet, &broker.limits, actions) {
+                return Err(Ending::Violation(close));
+            }
+            self.apply(broker, slot, session, actions)?;
+        }
+    }
+
+    /// Carries out the session's actions in order.
+    fn apply(
+        &mut self,
+        broker: &Broker,
+        slot: &Arc<SessionSlot>,
+        session: &mut Session,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Ending> {
+        let version = session.version();
+        let mut ending = None;
+        for action in actions.drain(..) {
+            let encoded = match action {
+                Action::Send(packet) => self.out.push_packet(&packet, version),
+                Action::Publish(publish) => self.out.push_publish(&publish, version),
+                Action::Route(message) => {
+                    broker.route(message);
+                    Ok(())
+                }
+                Action::Subscribe {
+                    subscription,
+                    send_retained,
+                } => {
+                    broker.subscribe(slot, &subscription);
+                    if send_retained {
+                        let now = now();
+                        let retained = broker.retained_matching(&subscription.filter, now);
+                        session.enqueue_retained(now, &subscription, retained);
+                    }
+                    Ok(())
+                }
+                Action::Unsubscribe(filter) => {
+                    broker.unsubscribe(slot, &filter);
+                    Ok(())
+                }
+                Action::ClientDisconnected => {
+                    ending = Some(Ending::ClientDisconnect);
+                    Ok(())
+                }
+            };
+            if let Err(e) = encoded {
+                ending.get_or_insert(Ending::Violation(Close {
+                    reason: ReasonCode::ImplementationSpecificError,
+                    detail: encode_failure(&e),
+                }));
+            }
+        }
+        ending.map_or(Ok(()), Err)
+    }
+
+    /// Sends what the inflight window and the output bound allow: retained replay first, then the
+    /// mailbox, in order.
+    fn pump(
+        &mut self,
+        broker: &Broker,
+        slot: &Arc<SessionSlot>,
+        session: &mut Session,
+        actions: &mut Vec<Action>,
+        batch: &mut Vec<crate::message::Delivery>,
+    ) -> Result<(), Ending> {
+        let now = now();
+        while self.out.len() < HIGH_WATER {
+            if let Some(delivery) = session.next_replay() {
+                if let Err(dropped) = session.deliver(now, delivery, actions) {
+                    debug!(?dropped, "retained message not sent");
+                }
+            } else {
+                slot.pop_batch(batch, BATCH, session.window_free());
+                if batch.is_empty() {
+                    break;
+                }
+                for delivery in batch.drain(..) {
+                    if let Err(dropped) = session.deliver(now, delivery, actions) {
+                        debug!(?dropped, "message not sent");
+                    }
+                }
+            }
+            self.apply(broker, slot, session, actions)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a final DISCONNECT where the spec allows one, publishes or schedules the will, and
+    /// hands the session back to the broker.
+    async fn finish(&mut self, broker: &Broker, slot: &Arc<SessionSlot>, mut session: Box<Session>, ending: Ending) {
+        let version = session.version();
+        let client = session.client_id().clone();
+        let disconnect_reason = match &ending {
+            Ending::Violation(close) => Some(close.reason),
+            Ending::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
+            Ending::TakenOver(_) => Some(ReasonCode::SessionTakenOver),
+            Ending::Closed(reason) => Some(*reason),
+            Ending::ClientDisconnect | Ending::WriteStalled | Ending::PeerClosed | Ending::Io(_) => None,
+        };
+        match &ending {
+            Ending::ClientDisconnect => info!("Client {client} disconnected."),
+            Ending::Violation(close) => {
+                info!(reason = %close.reason, "Client {client} disconnected: {}.", close.detail)
+            }
+            Ending::KeepAliveTimeout => info!("Client {client} has exceeded timeout, disconnecting."),
+            Ending::WriteStalled => info!("Client {client} stopped reading; disconnecting."),
+            Ending::PeerClosed => info!("Client {client} closed its connection."),
+            Ending::Io(e) => info!("Socket error on client {client}, disconnecting: {e}."),
+            Ending::TakenOver(_) => {
+                info!("Client {client} already connected, closing old connection.")
+            }
+            Ending::Closed(reason) => info!(%reason, "Client {client} disconnected by the broker."),
+        }
+        // [MQTT-4.13.2-1] a server DISCONNECT only in 5.0, and only with a reason allowed there.
+        if let Some(reason) = disconnect_reason {
+            if version.is_v5() && reason.allowed_in(ReasonContext::Disconnect) {
+                let _ = self.out.push_packet(&Packet::Disconnect(Disconnect::new(reason)), version);
+            }
+        }
+        let flush = self.flush_and_shutdown();
+        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, flush).await;
+
+        // Wills: not after a normal DISCONNECT (the session already dropped it), nor when the
+        // broker itself shuts down; after everything else ([MQTT-3.1.2-8]).
+        let publish_will = !matches!(ending, Ending::Closed(ReasonCode::ServerShuttingDown));
+        let will = if publish_will { session.take_will(now()) } else { None };
+        broker.close_session(slot, session, will, now());
+        if let Ending::TakenOver(tx) = ending {
+            // The new connection may resume the parked session now.
+            let _ = tx.send(());
+        }
+    }
+
+    async fn send_and_close(&mut self, packet: &Packet, version: ProtocolVersion) {
+        if self.out.push_packet(packet, version).is_ok() {
+            let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.flush_and_shutdown()).await;
+        }
+    }
+
+    async fn flush_and_shutdown(&mut self) {
+        let stream = &mut self.stream;
+        let out = &mut self.out;
+        if poll_fn(|cx| out.poll_flush(stream, cx)).await.is_ok() {
+            let _ = poll_fn(|cx| stream.poll_shutdown(cx)).await;
+        }
+    }
+
+    /// Reads until one packet decodes (used for CONNECT).
+    async fn read_packet(&mut self) -> Result<Packet, ReadError> {
+        loop {
+            if let Some(packet) = codec::decode(&mut self.rbuf, &self.decode).map_err(ReadError::Decode)? {
+                return Ok(packet);
+            }
+            let stream = &mut self.stream;
+            let rbuf = &mut self.rbuf;
+            match poll_fn(|cx| stream.poll_read_into(cx, rbuf)).await {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+}
+
+enum ReadError {
+    Closed,
+    Io(std::io::Error),
+    Decode(DecodeError),
+}
+
+fn decode_failure(error: &DecodeError) -> &'static str {
+    match error {
+        DecodeError::Malformed(what) | DecodeError::Protocol(what) => what,
+        DecodeError::PacketTooLarge { .. } => "packet larger than the maximum packet size",
+        DecodeError::UnsupportedProtocolVersion(_) => "unsupported protocol version",
+        DecodeError::UnknownProtocolName => "unknown protocol name",
+        DecodeError::TopicName(_) => "invalid topic name",
+        DecodeError::TopicFilter(_) => "invalid topic filter",
+    }
+}
+
+fn encode_failure(error: &codec::EncodeError) -> &'static str {
+    debug!(%error, "cannot encode a packet for this client");
+    "a packet for this client could not be encoded"
+}

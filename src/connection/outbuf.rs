@@ -1,0 +1,116 @@
+//! The outgoing byte queue of one connection, written with vectored writes.
+//!
+//! Small packets are encoded back to back into one scratch buffer; a large payload is not copied
+//! but queued as its own slice of the shared message, so fan-out to many subscribers costs one
+//! header per subscriber and no payload copies. Nothing is allocated while the queue is empty.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use crate::codec::{self, EncodeError, Packet, ProtocolVersion};
+use crate::session::OutgoingPublish;
+use crate::transport::Stream;
+
+/// Payloads up to this size are copied next to their header: cheaper than another iovec.
+const INLINE_PAYLOAD: usize = 512;
+
+/// Slices handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    /// Sealed byte runs, oldest first.
+    segments: VecDeque<Bytes>,
+    /// Where the next packets are encoded; sealed into `segments` before writing.
+    scratch: BytesMut,
+    /// Bytes queued in `segments` and `scratch` together.
+    len: usize,
+}
+
+impl OutBuf {
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push_packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
+        let before = self.scratch.len();
+        codec::encode(packet, version, &mut self.scratch)?;
+        self.len += self.scratch.len() - before;
+        Ok(())
+    }
+
+    pub fn push_publish(&mut self, publish: &OutgoingPublish, version: ProtocolVersion) -> Result<(), EncodeError> {
+        let before = self.scratch.len();
+        codec::encode_publish_header(&publish.view(), version, &mut self.scratch)?;
+        self.len += self.scratch.len() - before;
+        let payload = &publish.message.payload;
+        if payload.len() <= INLINE_PAYLOAD {
+            self.scratch.extend_from_slice(payload);
+        } else {
+            self.seal();
+            self.segments.push_back(payload.clone());
+        }
+        self.len += payload.len();
+        Ok(())
+    }
+
+    /// Moves the scratch bytes into the segment queue. `split` keeps the rest of the scratch
+    /// allocation for the next packets.
+    fn seal(&mut self) {
+        if !self.scratch.is_empty() {
+            self.segments.push_back(self.scratch.split().freeze());
+        }
+    }
+
+    /// Writes until everything is out or the socket is full.
+    pub fn poll_flush(&mut self, stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.seal();
+        while !self.segments.is_empty() {
+            let slices: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = self
+                .segments
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|segment| IoSlice::new(segment))
+                .collect();
+            let written = ready!(stream.poll_write_vectored(cx, &slices))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.consume(written);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn consume(&mut self, mut written: usize) {
+        self.len -= written;
+        while written > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                return;
+            };
+            if front.len() <= written {
+                written -= front.len();
+                self.segments.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+
+    /// Gives back the scratch allocation while nothing is queued, so an idle connection holds no
+    /// write buffer.
+    pub fn release_if_empty(&mut self) {
+        if self.len == 0 && self.scratch.capacity() != 0 {
+            self.scratch = BytesMut::new();
+        }
+    }
+}

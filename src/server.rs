@@ -1,0 +1,215 @@
+//! Listeners, the accept loops, and orderly shutdown.
+//!
+//! [`Server::bind`] opens every listener first, so a test (or an operator) learns the real
+//! addresses before any client connects; [`Server::run`] serves until its shutdown future
+//! completes, then stops accepting, asks every connected client to leave (5.0: DISCONNECT 0x8B)
+//! and waits for the connection tasks to finish. Every task is tracked: none is detached.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::broker::{Broker, Housekeeping};
+use crate::codec::ReasonCode;
+use crate::config::{Config, ListenerConfig};
+use crate::connection;
+use crate::transport::Stream;
+
+/// How long shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Pause after an accept error (such as running out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "data directory {0} is in use by another broker (it holds the lock on {0}/starling.lock)"
+    )]
+    DataDirLocked(PathBuf),
+}
+
+/// A bound, not yet running, broker.
+pub struct Server {
+    config: Config,
+    broker: Arc<Broker>,
+    housekeeping: Housekeeping,
+    listeners: Vec<(ListenerConfig, TcpListener)>,
+    /// Held for the server's lifetime: the lock that keeps a second broker out of the data dir.
+    _data_dir_lock: Option<File>,
+}
+
+impl Server {
+    /// Opens the data directory and every listener.
+    pub async fn bind(config: Config) -> Result<Server, RunError> {
+        let data_dir_lock = config.data_dir.as_deref().map(lock_data_dir).transpose()?;
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let socket = TcpListener::bind(listener.bind).await.map_err(|source| RunError::Bind {
+                addr: listener.bind,
+                source,
+            })?;
+            listeners.push((listener.clone(), socket));
+        }
+        let (timers, timer_rx) = mpsc::unbounded_channel();
+        Ok(Server {
+            broker: Arc::new(Broker::new(config.limits.clone(), timers)),
+            housekeeping: Housekeeping::new(timer_rx),
+            listeners,
+            config,
+            _data_dir_lock: data_dir_lock,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(_, socket)| socket.local_addr().ok())
+            .collect()
+    }
+
+    /// The shared broker state, for inspection.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Serves until `shutdown` completes, then shuts down in order.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let Server {
+            config,
+            broker,
+            housekeeping,
+            listeners,
+            _data_dir_lock,
+        } = self;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let total = limit(config.limits.max_connections);
+
+        tasks.spawn(housekeeping.run(broker.clone(), stop.clone().cancelled_owned()));
+        for (listener, socket) in listeners {
+            let addr = socket.local_addr().unwrap_or(listener.bind);
+            info!("Opening listener on {addr} (mqtt over tcp).");
+            let accept = AcceptLoop {
+                socket,
+                broker: broker.clone(),
+                tasks: tasks.clone(),
+                stop: stop.clone(),
+                total: total.clone(),
+                own: limit(listener.max_connections),
+            };
+            tasks.spawn(accept.run());
+        }
+
+        shutdown.await;
+        info!("Shutting down: no new connections; asking clients to leave.");
+        stop.cancel();
+        broker.close_all(ReasonCode::ServerShuttingDown);
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+            warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+        }
+        info!("Stopped.");
+        Ok(())
+    }
+}
+
+fn limit(max: usize) -> Option<Arc<Semaphore>> {
+    (max != 0).then(|| Arc::new(Semaphore::new(max)))
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File, RunError> {
+    let io_error = |source| RunError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io_error)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("starling.lock"))
+        .map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::DataDirLocked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => Err(io_error(source)),
+    }
+}
+
+struct AcceptLoop {
+    socket: TcpListener,
+    broker: Arc<Broker>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    total: Option<Arc<Semaphore>>,
+    own: Option<Arc<Semaphore>>,
+}
+
+impl AcceptLoop {
+    async fn run(self) {
+        loop {
+            // Cancellation-safe: `accept` loses no connection when the stop branch wins.
+            let accepted = tokio::select! {
+                () = self.stop.cancelled() => return,
+                accepted = self.socket.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, peer)) => self.admit(tcp, peer),
+                Err(e) => {
+                    error!("accept failed: {e}; retrying in {ACCEPT_ERROR_BACKOFF:?}");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
+        let Some(permits) = self.permits() else {
+            // Closing at once tells the client to retry elsewhere or later, as mosquitto does.
+            info!(%peer, "connection refused: max_connections reached");
+            return;
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(%peer, "cannot set TCP_NODELAY: {e}");
+        }
+        let broker = self.broker.clone();
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            connection::serve(Stream::Tcp(tcp), peer, broker, stop).await;
+            drop(permits);
+        });
+    }
+
+    fn permits(&self) -> Option<(Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>)> {
+        let take = |semaphore: &Option<Arc<Semaphore>>| match semaphore {
+            None => Some(None),
+            Some(semaphore) => semaphore.clone().try_acquire_owned().ok().map(Some),
+        };
+        let own = take(&self.own)?;
+        let total = take(&self.total)?;
+        Some((own, total))
+    }
+}
