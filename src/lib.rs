@@ -5,4 +5,5 @@
 
 pub mod codec;
 pub mod message;
+pub mod router;
 pub mod topic;
