@@ -40,7 +40,8 @@
 //!   memory follows the live subscriptions and not the churn behind them.
 //! - [`SubscriptionIndex::len`] is the number of subscriptions (each share group member counts),
 //!   and each trie shard's count the number in that trie. Both change only under the write lock
-//!   of the shard being changed.
+//!   of the shard being changed, so a subscription's removal is always counted after its
+//!   addition and no count ever dips below zero, even transiently.
 //! - A subscriber has at most one subscription per filter text (group included): subscribing
 //!   again replaces the value.
 //!
@@ -199,12 +200,13 @@ impl<V> SubscriptionIndex<V> {
     pub fn subscribe(&self, filter: &TopicFilter, id: SubscriberId, value: V) -> bool {
         let pattern = filter.filter();
         let group = filter.share_group();
-        let replaced = if filter.has_wildcards() {
+        if filter.has_wildcards() {
             let shard = self.trie_shard(pattern);
             let mut trie = shard.trie.write();
             let replaced = trie.entry_or_insert(pattern).insert(group, id, value);
             if !replaced {
                 shard.subscriptions.fetch_add(1, Ordering::Relaxed);
+                self.len.fetch_add(1, Ordering::Relaxed);
             }
             replaced
         } else {
@@ -213,24 +215,25 @@ impl<V> SubscriptionIndex<V> {
                 Some(entry) => entry,
                 None => map.entry(Box::from(pattern)).or_default(),
             };
-            entry.insert(group, id, value)
-        };
-        if !replaced {
-            self.len.fetch_add(1, Ordering::Relaxed);
+            let replaced = entry.insert(group, id, value);
+            if !replaced {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+            replaced
         }
-        replaced
     }
 
     /// Removes `id`'s subscription to `filter` (same share group); returns whether it existed.
     pub fn unsubscribe(&self, filter: &TopicFilter, id: SubscriberId) -> bool {
         let pattern = filter.filter();
         let group = filter.share_group();
-        let removed = if filter.has_wildcards() {
+        if filter.has_wildcards() {
             let shard = self.trie_shard(pattern);
             let mut trie = shard.trie.write();
             let removed = trie.remove(pattern, group, id);
             if removed {
                 shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                self.len.fetch_sub(1, Ordering::Relaxed);
             }
             removed
         } else {
@@ -243,12 +246,11 @@ impl<V> SubscriptionIndex<V> {
                 map.remove(pattern);
                 shrink_after_removal(&mut map);
             }
+            if removed {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
             removed
-        };
-        if removed {
-            self.len.fetch_sub(1, Ordering::Relaxed);
         }
-        removed
     }
 
     /// Calls `visit` once per matching subscription, and once per matching share group.
