@@ -5,5 +5,6 @@
 
 pub mod codec;
 pub mod message;
+pub mod retained;
 pub mod router;
 pub mod topic;
