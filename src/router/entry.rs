@@ -1,0 +1,159 @@
+//! Everything subscribed to one filter: its direct subscribers and its shared groups.
+//!
+//! An entry lives either in an exact shard (keyed by the whole filter) or in a trie slot; it exists
+//! only while it is non-empty, and the owner removes it as soon as [`FilterEntry::is_empty`] says
+//! so.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use indexmap::IndexMap;
+
+use super::{Matched, SubscriberId};
+
+/// The subscriptions to one filter (the matched part, without any `$share/{group}/` prefix).
+#[derive(Debug)]
+pub(super) struct FilterEntry<V> {
+    /// Non-shared subscribers. Delivery order among them carries no meaning, so removal is
+    /// `swap_remove`: O(1) however many sessions share a filter like `alerts/#`.
+    direct: IndexMap<SubscriberId, V>,
+    /// `$share/{group}/{filter}` subscriptions by group name. A shared subscription is identified
+    /// by group and filter together (MQTT 5.0 section 4.8.2), so groups live under their filter.
+    shared: IndexMap<Box<str>, SharedGroup<V>>,
+}
+
+impl<V> Default for FilterEntry<V> {
+    fn default() -> Self {
+        FilterEntry {
+            direct: IndexMap::new(),
+            shared: IndexMap::new(),
+        }
+    }
+}
+
+impl<V> FilterEntry<V> {
+    /// Adds or replaces `id`'s subscription, directly or in share group `group`; returns true if
+    /// it replaced one.
+    pub(super) fn insert(&mut self, group: Option<&str>, id: SubscriberId, value: V) -> bool {
+        let members = match group {
+            None => &mut self.direct,
+            Some(group) => {
+                &mut self
+                    .shared
+                    .entry(Box::from(group))
+                    .or_insert_with(SharedGroup::new)
+                    .members
+            }
+        };
+        // `insert` keeps an existing key in its place, so a re-subscribing group member keeps its
+        // turn in the rotation.
+        members.insert(id, value).is_some()
+    }
+
+    /// Removes `id`'s subscription; returns whether it existed. Drops a group left empty.
+    pub(super) fn remove(&mut self, group: Option<&str>, id: SubscriberId) -> bool {
+        let Some(group) = group else {
+            return self.direct.swap_remove(&id).is_some();
+        };
+        let Some(members) = self.shared.get_mut(group).map(|g| &mut g.members) else {
+            return false;
+        };
+        // `shift_remove` (O(group size), on the rare unsubscribe) keeps the others in join order,
+        // which is the rotation order `SharedGroup::pick` promises.
+        let removed = members.shift_remove(&id).is_some();
+        if members.is_empty() {
+            self.shared.swap_remove(group);
+        }
+        removed
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.direct.is_empty() && self.shared.is_empty()
+    }
+
+    /// Reports every direct subscriber, then every share group, to `visit`.
+    pub(super) fn visit<'a, F>(&'a self, visit: &mut F)
+    where
+        F: FnMut(Matched<'a, V>),
+    {
+        for (&id, value) in &self.direct {
+            visit(Matched::Direct { id, value });
+        }
+        for group in self.shared.values() {
+            visit(Matched::Shared(group));
+        }
+    }
+}
+
+/// The members of one shared subscription `$share/{group}/{filter}`: each matching message goes to
+/// exactly one of them ([MQTT-4.8.2-3] leaves the choice to the server), picked with
+/// [`SharedGroup::pick`].
+#[derive(Debug)]
+pub struct SharedGroup<V> {
+    /// In the order they joined, which is the rotation order.
+    members: IndexMap<SubscriberId, V>,
+    /// Position of the member to try first on the next pick. Publishers advance it while holding
+    /// only the shard's read lock, hence an atomic. It is a scheduling hint that orders no other
+    /// memory, so `Relaxed` suffices; a position past the end (members left since) is taken
+    /// modulo the length.
+    cursor: AtomicUsize,
+}
+
+impl<V> SharedGroup<V> {
+    fn new() -> Self {
+        SharedGroup {
+            members: IndexMap::new(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Chooses the member that receives the next message, round robin.
+    ///
+    /// Starting after the previous pick, returns the first member for which `prefer` is true (the
+    /// broker passes "its session is online", so a group keeps flowing while some members are
+    /// away). When no member is preferred, returns the next member in turn anyway, so that its
+    /// session queues the message for when it comes back. `None` only for an empty group, which
+    /// the index never hands out.
+    ///
+    /// Lock-free: concurrent publishers claim turns with a compare-and-swap on the cursor, so two
+    /// of them never take the same turn. Under contention a pick is retried and `prefer` may be
+    /// called again for the same member; it must be cheap and free of side effects.
+    pub fn pick(&self, prefer: impl Fn(&V) -> bool) -> Option<(SubscriberId, &V)> {
+        let len = self.members.len();
+        if len == 0 {
+            return None;
+        }
+        let mut cursor = self.cursor.load(Ordering::Relaxed);
+        loop {
+            let start = cursor % len;
+            let chosen = (0..len)
+                .map(|step| (start + step) % len)
+                .find(|&i| self.members.get_index(i).is_some_and(|(_, v)| prefer(v)))
+                .unwrap_or(start);
+            match self.cursor.compare_exchange_weak(
+                cursor,
+                chosen + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return self.members.get_index(chosen).map(|(&id, v)| (id, v)),
+                Err(moved) => cursor = moved,
+            }
+        }
+    }
+
+    /// The members in rotation order, for the rare caller that needs all of them (statistics,
+    /// an administrative view).
+    pub fn iter(&self) -> impl Iterator<Item = (SubscriberId, &V)> {
+        self.members.iter().map(|(&id, value)| (id, value))
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True if the group has no members (never the case for a group handed out by the index).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
