@@ -19,6 +19,9 @@ pub use config::Config;
 pub use server::{RunError, Server};
 
 /// Binds every listener in `config` and serves until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
     Server::bind(config).await?.run(shutdown).await
 }

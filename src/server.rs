@@ -66,10 +66,13 @@ impl Server {
         let data_dir_lock = config.data_dir.as_deref().map(lock_data_dir).transpose()?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            let socket = TcpListener::bind(listener.bind).await.map_err(|source| RunError::Bind {
-                addr: listener.bind,
-                source,
-            })?;
+            let socket =
+                TcpListener::bind(listener.bind)
+                    .await
+                    .map_err(|source| RunError::Bind {
+                        addr: listener.bind,
+                        source,
+                    })?;
             listeners.push((listener.clone(), socket));
         }
         let (timers, timer_rx) = mpsc::unbounded_channel();
@@ -128,7 +131,10 @@ impl Server {
         stop.cancel();
         broker.close_all(ReasonCode::ServerShuttingDown);
         tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
             warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
         }
         info!("Stopped.");

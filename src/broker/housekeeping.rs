@@ -48,7 +48,11 @@ impl Housekeeping {
     }
 
     /// Runs until `shutdown` completes or every sender is gone.
-    pub async fn run(mut self, broker: Arc<Broker>, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(
+        mut self,
+        broker: Arc<Broker>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         loop {
             let next = self.pending.first_key_value().map(|((at, _), _)| *at);

@@ -118,21 +118,22 @@ impl Broker {
             self.retained.set(message.clone());
         }
         let mut targets: SmallVec<[Target; 4]> = SmallVec::new();
-        self.router.for_each_match(&message.topic, |matched| match matched {
-            Matched::Direct { value, .. } => {
-                // [MQTT-3.8.3-3] No Local: not back to the session that published it.
-                if value.options.no_local && message.origin == Some(value.slot.origin()) {
-                    return;
+        self.router
+            .for_each_match(&message.topic, |matched| match matched {
+                Matched::Direct { value, .. } => {
+                    // [MQTT-3.8.3-3] No Local: not back to the session that published it.
+                    if value.options.no_local && message.origin == Some(value.slot.origin()) {
+                        return;
+                    }
+                    targets.push(Target::new(value, &message, false));
                 }
-                targets.push(Target::new(value, &message, false));
-            }
-            Matched::Shared(group) => {
-                // Round robin among members, preferring one that is connected now.
-                if let Some((_, value)) = group.pick(|member| member.slot.is_online()) {
-                    targets.push(Target::new(value, &message, true));
+                Matched::Shared(group) => {
+                    // Round robin among members, preferring one that is connected now.
+                    if let Some((_, value)) = group.pick(|member| member.slot.is_online()) {
+                        targets.push(Target::new(value, &message, true));
+                    }
                 }
-            }
-        });
+            });
         merge_overlapping(&mut targets);
         let mut accepted = 0;
         for target in targets {
@@ -262,7 +263,10 @@ impl Broker {
         if expiry == 0 {
             let ended = {
                 let mut sessions = self.sessions.lock();
-                if sessions.get(&slot.client_id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                if sessions
+                    .get(&slot.client_id)
+                    .is_some_and(|s| Arc::ptr_eq(s, slot))
+                {
                     sessions.remove(&slot.client_id);
                 }
                 slot.end(None)
@@ -297,7 +301,14 @@ impl Broker {
         }
     }
 
-    fn arm(&self, slot: &Arc<SessionSlot>, generation: u64, kind: TimerKind, now: Instant, secs: u32) {
+    fn arm(
+        &self,
+        slot: &Arc<SessionSlot>,
+        generation: u64,
+        kind: TimerKind,
+        now: Instant,
+        secs: u32,
+    ) {
         let timer = Timer {
             at: now + Duration::from_secs(u64::from(secs)),
             slot: slot.clone(),

@@ -45,7 +45,12 @@ const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 const BATCH: usize = 64;
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: Stream, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken) {
+pub async fn serve(
+    stream: Stream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
     let span = info_span!("conn", %peer, client = tracing::field::Empty);
     let mut connection = Connection {
         stream,
@@ -137,7 +142,8 @@ impl Connection {
                     reason: ReasonCode::UnsupportedProtocolVersion,
                     properties: Default::default(),
                 };
-                self.send_and_close(&Packet::ConnAck(refusal), ProtocolVersion::V311).await;
+                self.send_and_close(&Packet::ConnAck(refusal), ProtocolVersion::V311)
+                    .await;
                 return;
             }
             Ok(Err(ReadError::Decode(e))) => {
@@ -160,7 +166,8 @@ impl Connection {
             Ok(negotiated) => negotiated,
             Err(refusal) => {
                 info!(peer = %self.peer, reason = %refusal.reason, "connection refused");
-                self.send_and_close(&Packet::ConnAck(*refusal), version).await;
+                self.send_and_close(&Packet::ConnAck(*refusal), version)
+                    .await;
                 return;
             }
         };
@@ -176,7 +183,8 @@ impl Connection {
                     reason: ReasonCode::ServerUnavailable,
                     properties: Default::default(),
                 };
-                self.send_and_close(&Packet::ConnAck(refusal), version).await;
+                self.send_and_close(&Packet::ConnAck(refusal), version)
+                    .await;
                 return;
             }
         };
@@ -212,7 +220,10 @@ impl Connection {
             session.resume(now(), &mut actions);
             match self.apply(broker, &slot, &mut session, &mut actions) {
                 Err(ending) => ending,
-                Ok(()) => self.serve_session(broker, &slot, &mut session, &mut actions).await,
+                Ok(()) => {
+                    self.serve_session(broker, &slot, &mut session, &mut actions)
+                        .await
+                }
             }
         };
         self.finish(broker, &slot, session, ending).await;
@@ -235,14 +246,18 @@ impl Connection {
                 return ending;
             }
             let deadline = self.deadline(session);
-            if let Some(deadline) = deadline {
-                if armed.is_none_or(|at| deadline < at) {
-                    timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
-                    armed = Some(deadline);
-                }
+            if let Some(deadline) = deadline
+                && armed.is_none_or(|at| deadline < at)
+            {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(deadline));
+                armed = Some(deadline);
             }
             let window = session.window_free();
-            let event = poll_fn(|cx| self.poll_event(cx, slot, window, timer.as_mut(), armed.is_some())).await;
+            let event =
+                poll_fn(|cx| self.poll_event(cx, slot, window, timer.as_mut(), armed.is_some()))
+                    .await;
             match event {
                 Event::Data => {
                     if let Err(ending) = self.handle_input(broker, slot, session, actions) {
@@ -427,7 +442,13 @@ impl Connection {
 
     /// Sends a final DISCONNECT where the spec allows one, publishes or schedules the will, and
     /// hands the session back to the broker.
-    async fn finish(&mut self, broker: &Broker, slot: &Arc<SessionSlot>, mut session: Box<Session>, ending: Ending) {
+    async fn finish(
+        &mut self,
+        broker: &Broker,
+        slot: &Arc<SessionSlot>,
+        mut session: Box<Session>,
+        ending: Ending,
+    ) {
         let version = session.version();
         let client = session.client_id().clone();
         let disconnect_reason = match &ending {
@@ -435,14 +456,19 @@ impl Connection {
             Ending::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
             Ending::TakenOver(_) => Some(ReasonCode::SessionTakenOver),
             Ending::Closed(reason) => Some(*reason),
-            Ending::ClientDisconnect | Ending::WriteStalled | Ending::PeerClosed | Ending::Io(_) => None,
+            Ending::ClientDisconnect
+            | Ending::WriteStalled
+            | Ending::PeerClosed
+            | Ending::Io(_) => None,
         };
         match &ending {
             Ending::ClientDisconnect => info!("Client {client} disconnected."),
             Ending::Violation(close) => {
                 info!(reason = %close.reason, "Client {client} disconnected: {}.", close.detail)
             }
-            Ending::KeepAliveTimeout => info!("Client {client} has exceeded timeout, disconnecting."),
+            Ending::KeepAliveTimeout => {
+                info!("Client {client} has exceeded timeout, disconnecting.")
+            }
             Ending::WriteStalled => info!("Client {client} stopped reading; disconnecting."),
             Ending::PeerClosed => info!("Client {client} closed its connection."),
             Ending::Io(e) => info!("Socket error on client {client}, disconnecting: {e}."),
@@ -452,10 +478,13 @@ impl Connection {
             Ending::Closed(reason) => info!(%reason, "Client {client} disconnected by the broker."),
         }
         // [MQTT-4.13.2-1] a server DISCONNECT only in 5.0, and only with a reason allowed there.
-        if let Some(reason) = disconnect_reason {
-            if version.is_v5() && reason.allowed_in(ReasonContext::Disconnect) {
-                let _ = self.out.push_packet(&Packet::Disconnect(Disconnect::new(reason)), version);
-            }
+        if let Some(reason) = disconnect_reason
+            && version.is_v5()
+            && reason.allowed_in(ReasonContext::Disconnect)
+        {
+            let _ = self
+                .out
+                .push_packet(&Packet::Disconnect(Disconnect::new(reason)), version);
         }
         let flush = self.flush_and_shutdown();
         let _ = tokio::time::timeout(FLUSH_ON_CLOSE, flush).await;
@@ -463,7 +492,11 @@ impl Connection {
         // Wills: not after a normal DISCONNECT (the session already dropped it), nor when the
         // broker itself shuts down; after everything else ([MQTT-3.1.2-8]).
         let publish_will = !matches!(ending, Ending::Closed(ReasonCode::ServerShuttingDown));
-        let will = if publish_will { session.take_will(now()) } else { None };
+        let will = if publish_will {
+            session.take_will(now())
+        } else {
+            None
+        };
         broker.close_session(slot, session, will, now());
         if let Ending::TakenOver(tx) = ending {
             // The new connection may resume the parked session now.
@@ -488,7 +521,9 @@ impl Connection {
     /// Reads until one packet decodes (used for CONNECT).
     async fn read_packet(&mut self) -> Result<Packet, ReadError> {
         loop {
-            if let Some(packet) = codec::decode(&mut self.rbuf, &self.decode).map_err(ReadError::Decode)? {
+            if let Some(packet) =
+                codec::decode(&mut self.rbuf, &self.decode).map_err(ReadError::Decode)?
+            {
                 return Ok(packet);
             }
             let stream = &mut self.stream;

@@ -41,14 +41,22 @@ impl OutBuf {
         self.len == 0
     }
 
-    pub fn push_packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
+    pub fn push_packet(
+        &mut self,
+        packet: &Packet,
+        version: ProtocolVersion,
+    ) -> Result<(), EncodeError> {
         let before = self.scratch.len();
         codec::encode(packet, version, &mut self.scratch)?;
         self.len += self.scratch.len() - before;
         Ok(())
     }
 
-    pub fn push_publish(&mut self, publish: &OutgoingPublish, version: ProtocolVersion) -> Result<(), EncodeError> {
+    pub fn push_publish(
+        &mut self,
+        publish: &OutgoingPublish,
+        version: ProtocolVersion,
+    ) -> Result<(), EncodeError> {
         let before = self.scratch.len();
         codec::encode_publish_header(&publish.view(), version, &mut self.scratch)?;
         self.len += self.scratch.len() - before;
@@ -72,16 +80,22 @@ impl OutBuf {
     }
 
     /// Writes until everything is out or the socket is full.
-    pub fn poll_flush(&mut self, stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub fn poll_flush(
+        &mut self,
+        stream: &mut Stream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         self.seal();
         while !self.segments.is_empty() {
-            let slices: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = self
-                .segments
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|segment| IoSlice::new(segment))
-                .collect();
-            let written = ready!(stream.poll_write_vectored(cx, &slices))?;
+            let written = {
+                let slices: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = self
+                    .segments
+                    .iter()
+                    .take(MAX_IOVECS)
+                    .map(|segment| IoSlice::new(segment))
+                    .collect();
+                ready!(stream.poll_write_vectored(cx, &slices))?
+            };
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

@@ -24,7 +24,11 @@ pub enum Stream {
 impl Stream {
     /// Reads whatever is available into `buf`, growing it only once the socket is readable.
     /// `Ok(0)` means the peer closed its side.
-    pub fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    pub fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         match self {
             Stream::Tcp(tcp) => loop {
                 ready!(tcp.poll_read_ready(cx))?;
@@ -39,7 +43,11 @@ impl Stream {
         }
     }
 
-    pub fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    pub fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self {
             Stream::Tcp(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
         }
