@@ -216,6 +216,25 @@ mod tests {
         assert!(err.to_string().contains("max_inflight"), "{err}");
     }
 
+    /// config/starling.toml is the operator's reference: it must parse to the defaults and name
+    /// every key the broker knows.
+    #[test]
+    fn the_example_file_documents_every_key_with_its_default() {
+        let example = include_str!("../../config/starling.toml");
+        let parsed = Config::from_toml(example).expect("example parses");
+        assert_eq!(parsed, Config::default());
+        let mut full = Config::default();
+        full.data_dir = Some(PathBuf::from("/x"));
+        for line in full.to_toml().lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                assert!(
+                    example.contains(&format!("{key} = ")),
+                    "config/starling.toml does not document `{key}`"
+                );
+            }
+        }
+    }
+
     #[test]
     fn nonsense_values_are_refused() {
         let mut config = Config::default();

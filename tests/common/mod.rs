@@ -1,0 +1,185 @@
+//! Shared test harness: an in-process broker on 127.0.0.1:0 and a raw MQTT client that speaks
+//! through Starling's own codec, for assertions on exact packets.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use starling::Config;
+use starling::broker::Broker;
+use starling::codec::{
+    self, Connect, ConnectProperties, DecodeContext, Packet, ProtocolVersion, Will,
+};
+use starling::config::ListenerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for a packet that should arrive.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A broker running inside the test process.
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        TestBroker::start_with(|_| {}).await
+    }
+
+    /// Starts a broker with the default config adjusted by `adjust`, on a free loopback port.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
+        let mut config = Config::default();
+        config.listeners = vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))];
+        adjust(&mut config);
+        let server = starling::Server::bind(config).await.expect("bind");
+        let addr = server.local_addrs()[0];
+        let broker = server.broker().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        TestBroker {
+            addr,
+            broker,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Shuts the broker down and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+/// A client that sends and receives exact packets.
+pub struct RawClient {
+    pub stream: TcpStream,
+    pub version: ProtocolVersion,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    pub async fn connect_tcp(addr: SocketAddr, version: ProtocolVersion) -> RawClient {
+        let stream = TcpStream::connect(addr).await.expect("tcp connect");
+        stream.set_nodelay(true).expect("nodelay");
+        RawClient {
+            stream,
+            version,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connects and completes the MQTT handshake; returns the client and the CONNACK.
+    pub async fn connect(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        clean_start: bool,
+    ) -> (RawClient, codec::ConnAck) {
+        RawClient::connect_with(addr, connect_packet(version, client_id, clean_start)).await
+    }
+
+    pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (RawClient, codec::ConnAck) {
+        let mut client = RawClient::connect_tcp(addr, connect.protocol).await;
+        client.send(&Packet::Connect(Box::new(connect))).await;
+        match client.recv().await {
+            Packet::ConnAck(ack) => (client, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, packet: &Packet) {
+        let bytes = codec::encode_to_bytes(packet, self.version).expect("encode");
+        self.send_raw(&bytes).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next packet, failing the test after [`RECV_TIMEOUT`].
+    pub async fn recv(&mut self) -> Packet {
+        match self.recv_within(RECV_TIMEOUT).await {
+            Some(packet) => packet,
+            None => panic!("no packet within {RECV_TIMEOUT:?}"),
+        }
+    }
+
+    /// The next packet, or `None` if none arrives in time. Panics if the connection closes.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
+        match tokio::time::timeout(wait, self.next_packet()).await {
+            Ok(Some(packet)) => Some(packet),
+            Ok(None) => panic!("connection closed while waiting for a packet"),
+            Err(_) => None,
+        }
+    }
+
+    /// Reads until the broker closes the connection; returns the packets that came first.
+    pub async fn recv_until_closed(&mut self) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        loop {
+            match tokio::time::timeout(RECV_TIMEOUT, self.next_packet()).await {
+                Ok(Some(packet)) => packets.push(packet),
+                Ok(None) => return packets,
+                Err(_) => panic!("connection still open after {RECV_TIMEOUT:?}; got {packets:?}"),
+            }
+        }
+    }
+
+    async fn next_packet(&mut self) -> Option<Packet> {
+        let ctx = DecodeContext {
+            version: self.version,
+            ..DecodeContext::default()
+        };
+        loop {
+            if let Some(packet) = codec::decode(&mut self.buf, &ctx).expect("broker sent a valid packet") {
+                return Some(packet);
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// A CONNECT with keep alive 60 and no will.
+pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bool) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start,
+        keep_alive: 60,
+        client_id: client_id.to_owned(),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+/// A CONNECT carrying a will.
+pub fn connect_with_will(version: ProtocolVersion, client_id: &str, will: Will) -> Connect {
+    Connect {
+        will: Some(will),
+        ..connect_packet(version, client_id, true)
+    }
+}
