@@ -11,6 +11,7 @@
 //! Rules that depend on who sends a packet (a client must not send a Subscription Identifier in
 //! PUBLISH, say) belong to the session, not here: this codec also serves the load generator and
 //! tests, which speak as clients.
+#![deny(clippy::cast_possible_truncation)]
 
 mod error;
 mod packet;
@@ -18,6 +19,7 @@ mod property;
 mod reason;
 mod strings;
 mod varint;
+mod wire;
 
 use std::num::{NonZeroU16, NonZeroU32};
 
