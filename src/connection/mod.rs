@@ -486,8 +486,11 @@ impl Connection {
                 .out
                 .push_packet(&Packet::Disconnect(Disconnect::new(reason)), version);
         }
-        let flush = self.flush_and_shutdown();
-        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, flush).await;
+        // When we end the connection, the client may still be sending: drain its input after our
+        // last bytes, or the kernel answers its next segment with a reset that can destroy our
+        // DISCONNECT before the client reads it.
+        let drain = disconnect_reason.is_some();
+        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.close_gracefully(drain)).await;
 
         // Wills: not after a normal DISCONNECT (the session already dropped it), nor when the
         // broker itself shuts down; after everything else ([MQTT-3.1.2-8]).
@@ -506,15 +509,28 @@ impl Connection {
 
     async fn send_and_close(&mut self, packet: &Packet, version: ProtocolVersion) {
         if self.out.push_packet(packet, version).is_ok() {
-            let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.flush_and_shutdown()).await;
+            let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.close_gracefully(true)).await;
         }
     }
 
-    async fn flush_and_shutdown(&mut self) {
+    /// Writes what is queued, closes our side, and with `drain` reads and discards until the
+    /// client closes too (the caller bounds the time).
+    async fn close_gracefully(&mut self, drain: bool) {
         let stream = &mut self.stream;
         let out = &mut self.out;
-        if poll_fn(|cx| out.poll_flush(stream, cx)).await.is_ok() {
-            let _ = poll_fn(|cx| stream.poll_shutdown(cx)).await;
+        if poll_fn(|cx| out.poll_flush(stream, cx)).await.is_err() {
+            return;
+        }
+        if poll_fn(|cx| stream.poll_shutdown(cx)).await.is_err() || !drain {
+            return;
+        }
+        let rbuf = &mut self.rbuf;
+        loop {
+            rbuf.clear();
+            match poll_fn(|cx| stream.poll_read_into(cx, rbuf)).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
         }
     }
 

@@ -123,19 +123,22 @@ pub fn negotiate(
 
 /// Applies `max_keepalive`: returns (keep alive to enforce, Server Keep Alive to announce), or
 /// `None` when a 3.1/3.1.1 client must be refused because it cannot be told a different value.
+///
+/// A 5.0 client asking for more than the maximum, or for none (0), is told the maximum. A
+/// 3.1/3.1.1 client asking for more is refused; one asking for 0 is accepted without keep alive,
+/// since refusing it is nowhere required and would lock out clients that cannot send pings.
 fn negotiate_keep_alive(
     version: ProtocolVersion,
     requested: u16,
     max: u16,
 ) -> Option<(u16, Option<u16>)> {
-    // With the default maximum of 65535 every value, 0 (no keep alive) included, is acceptable.
-    let too_long = requested > max || (requested == 0 && max < u16::MAX);
-    if !too_long {
-        return Some((requested, None));
-    }
     match version {
-        ProtocolVersion::V5 => Some((max, Some(max))),
-        _ => None,
+        ProtocolVersion::V5 if requested > max || (requested == 0 && max < u16::MAX) => {
+            Some((max, Some(max)))
+        }
+        ProtocolVersion::V5 => Some((requested, None)),
+        _ if requested > max => None,
+        _ => Some((requested, None)),
     }
 }
 
@@ -252,6 +255,9 @@ mod tests {
         assert_eq!(v3.reason.to_v3_connack(), 2);
         let within = accept(connect(ProtocolVersion::V311, "a", true, 30), &limits).expect("ok");
         assert_eq!(within.link.keep_alive, 30);
+        let v3_zero = accept(connect(ProtocolVersion::V311, "a", true, 0), &limits)
+            .expect("3.1.1 without keep alive is accepted");
+        assert_eq!(v3_zero.link.keep_alive, 0);
         let default = accept(
             connect(ProtocolVersion::V311, "a", true, 0),
             &Limits::default(),
