@@ -83,7 +83,8 @@ use entry::FilterEntry;
 use trie::Node;
 
 /// Number of exact-filter shards and of literal-first-level trie shards. A power of two, for
-/// masking; 64 keeps writers from meeting readers on any given shard even on large machines.
+/// masking. With 64, a subscribe holds up the publishes of about 1/64 of the topics for the length
+/// of one map update, and the shards of an index take 16 KiB.
 pub const SHARDS: usize = 64;
 
 /// Identifies a subscriber (a session) to the index. The broker assigns them; the index only
