@@ -223,8 +223,10 @@ mod tests {
         let example = include_str!("../../config/starling.toml");
         let parsed = Config::from_toml(example).expect("example parses");
         assert_eq!(parsed, Config::default());
-        let mut full = Config::default();
-        full.data_dir = Some(PathBuf::from("/x"));
+        let full = Config {
+            data_dir: Some(PathBuf::from("/x")),
+            ..Config::default()
+        };
         for line in full.to_toml().lines() {
             if let Some((key, _)) = line.split_once(" = ") {
                 assert!(

@@ -715,3 +715,6 @@ fn granted(qos: QoS) -> ReasonCode {
         QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
     }
 }
+
+#[cfg(test)]
+mod tests;
