@@ -12,6 +12,7 @@ pub mod retained;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod storage;
 pub mod topic;
 pub mod transport;
 

@@ -23,6 +23,7 @@ use crate::broker::{Broker, Housekeeping};
 use crate::codec::ReasonCode;
 use crate::config::{Config, ListenerConfig};
 use crate::connection;
+use crate::storage::{Store, StoreError};
 use crate::transport::Stream;
 
 /// How long shutdown waits for connections to say goodbye.
@@ -48,6 +49,8 @@ pub enum RunError {
         "data directory {0} is in use by another broker (it holds the lock on {0}/starling.lock)"
     )]
     DataDirLocked(PathBuf),
+    #[error("cannot load the session store: {0}")]
+    Store(StoreError),
 }
 
 /// A bound, not yet running, broker.
@@ -61,8 +64,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the data directory and every listener.
+    /// Opens the data directory and every listener; state lives in memory only.
     pub async fn bind(config: Config) -> Result<Server, RunError> {
+        Server::bind_with_store(config, None).await
+    }
+
+    /// Like [`Server::bind`], with durable changes going to `store`, whose contents are loaded
+    /// first to rebuild sessions and retained messages.
+    pub async fn bind_with_store(
+        config: Config,
+        store: Option<Arc<dyn Store>>,
+    ) -> Result<Server, RunError> {
         let data_dir_lock = config.data_dir.as_deref().map(lock_data_dir).transpose()?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
@@ -75,9 +87,19 @@ impl Server {
                     })?;
             listeners.push((listener.clone(), socket));
         }
+        let snapshot = match &store {
+            Some(store) => Some(store.load().map_err(RunError::Store)?),
+            None => None,
+        };
         let (timers, timer_rx) = mpsc::unbounded_channel();
+        let broker = Arc::new(Broker::new(config.limits.clone(), timers, store));
+        if let Some(snapshot) = snapshot {
+            let (sessions, retained) = (snapshot.sessions.len(), snapshot.retained.len());
+            broker.restore(snapshot, tokio::time::Instant::now().into_std());
+            info!("Restored {sessions} sessions and {retained} retained messages from the store.");
+        }
         Ok(Server {
-            broker: Arc::new(Broker::new(config.limits.clone(), timers)),
+            broker,
             housekeeping: Housekeeping::new(timer_rx),
             listeners,
             config,

@@ -27,9 +27,10 @@ pub use slot::{AttachError, Attached, Control, Ended, Rejected, SessionSlot};
 use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::config::Limits;
 use crate::message::{Delivery, Message};
-use crate::retained::RetainedStore;
+use crate::retained::{RetainedChange, RetainedStore};
 use crate::router::{Matched, SubscriberId, SubscriptionIndex};
 use crate::session::{EXPIRY_NEVER, Session, Subscription};
+use crate::storage::{SessionRecord, Snapshot, Store, StoreOp};
 use crate::topic::TopicFilter;
 
 /// How long a new connection waits for the previous owner of its client id to let go.
@@ -56,6 +57,8 @@ pub struct Broker {
     boot_nanos: u128,
     next_assigned: AtomicU64,
     timers: mpsc::UnboundedSender<Timer>,
+    /// Where durable changes go; `None` keeps everything in memory only.
+    store: Option<Arc<dyn Store>>,
 }
 
 /// A session opened for a new connection.
@@ -74,8 +77,13 @@ pub enum OpenError {
 }
 
 impl Broker {
-    /// A broker with no sessions; `timers` feeds the [`Housekeeping`] task.
-    pub fn new(limits: Limits, timers: mpsc::UnboundedSender<Timer>) -> Self {
+    /// A broker with no sessions; `timers` feeds the [`Housekeeping`] task, and durable changes go
+    /// to `store` if there is one.
+    pub fn new(
+        limits: Limits,
+        timers: mpsc::UnboundedSender<Timer>,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
         Broker {
             limits,
             router: SubscriptionIndex::new(),
@@ -87,6 +95,65 @@ impl Broker {
                 .map_or(0, |d| d.as_nanos()),
             next_assigned: AtomicU64::new(1),
             timers,
+            store,
+        }
+    }
+
+    /// Rebuilds offline sessions (with their subscriptions and expiry timers) and retained
+    /// messages from a store's snapshot. Called once, before any client connects.
+    pub fn restore(&self, snapshot: Snapshot, now: Instant) {
+        let wall_now = SystemTime::now();
+        for stored in snapshot.sessions {
+            let record = stored.record;
+            let id = SubscriberId(self.next_subscriber.fetch_add(1, Ordering::Relaxed));
+            let slot = Arc::new(SessionSlot::new(id, record.client_id.clone()));
+            let session = Session::restore(
+                record.client_id.clone(),
+                slot.origin(),
+                record.expiry_interval,
+                stored.subscriptions,
+                now,
+            );
+            for subscription in session.subscriptions() {
+                self.subscribe(&slot, subscription, false);
+            }
+            let generation = slot.park(Box::new(session), None);
+            if record.expiry_interval != EXPIRY_NEVER {
+                // Offline time before the restart counts against the expiry interval.
+                let away = record
+                    .disconnected_at
+                    .and_then(|at| wall_now.duration_since(at).ok())
+                    .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+                let left = record.expiry_interval.saturating_sub(away);
+                self.arm(&slot, generation, TimerKind::SessionExpiry, now, left);
+            }
+            self.sessions.lock().insert(record.client_id, slot);
+        }
+        for message in snapshot.retained {
+            if !message.is_expired(now) {
+                self.retained.set(message);
+            }
+        }
+    }
+
+    /// Hands durable changes to the store. A failing store is reported and the broker carries on
+    /// from memory.
+    fn persist(&self, ops: Vec<StoreOp>) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.apply(ops) {
+                tracing::error!("store write failed: {e}");
+            }
+        }
+    }
+
+    /// Records a session now served by a connection: persistent sessions are stored.
+    pub fn session_opened(&self, slot: &SessionSlot, expiry_interval: u32) {
+        if expiry_interval != 0 {
+            self.persist(vec![StoreOp::PutSession(SessionRecord {
+                client_id: slot.client_id.clone(),
+                expiry_interval,
+                disconnected_at: None,
+            })]);
         }
     }
 
@@ -115,7 +182,15 @@ impl Broker {
     /// Returns how many sessions accepted it.
     pub fn route(&self, message: Arc<Message>) -> usize {
         if message.retain && self.limits.retain_available {
-            self.retained.set(message.clone());
+            match self.retained.set(message.clone()) {
+                RetainedChange::Added | RetainedChange::Replaced => {
+                    self.persist(vec![StoreOp::PutRetained(message.clone())]);
+                }
+                RetainedChange::Removed => {
+                    self.persist(vec![StoreOp::DeleteRetained(message.topic.clone())]);
+                }
+                RetainedChange::Unchanged => {}
+            }
         }
         let mut targets: SmallVec<[Target; 4]> = SmallVec::new();
         self.router
@@ -151,8 +226,20 @@ impl Broker {
         accepted
     }
 
-    /// Adds or replaces a subscription in the router.
-    pub fn subscribe(&self, slot: &Arc<SessionSlot>, subscription: &Subscription) {
+    /// Adds or replaces a subscription in the router (and in the store, for a `persistent`
+    /// session).
+    pub fn subscribe(
+        &self,
+        slot: &Arc<SessionSlot>,
+        subscription: &Subscription,
+        persistent: bool,
+    ) {
+        if persistent {
+            self.persist(vec![StoreOp::PutSubscription {
+                client_id: slot.client_id.clone(),
+                subscription: subscription.clone(),
+            }]);
+        }
         self.router.subscribe(
             &subscription.filter,
             slot.id,
@@ -164,8 +251,14 @@ impl Broker {
         );
     }
 
-    pub fn unsubscribe(&self, slot: &SessionSlot, filter: &TopicFilter) {
+    pub fn unsubscribe(&self, slot: &SessionSlot, filter: &TopicFilter, persistent: bool) {
         self.router.unsubscribe(filter, slot.id);
+        if persistent {
+            self.persist(vec![StoreOp::DeleteSubscription {
+                client_id: slot.client_id.clone(),
+                filter: filter.clone(),
+            }]);
+        }
     }
 
     /// The retained messages a new subscription matches.
@@ -284,6 +377,11 @@ impl Broker {
                 Some((message, delay)) => (None, Some((message, delay))),
                 None => (None, None),
             };
+            self.persist(vec![StoreOp::PutSession(SessionRecord {
+                client_id: slot.client_id.clone(),
+                expiry_interval: expiry,
+                disconnected_at: Some(SystemTime::now()),
+            })]);
             let generation = slot.park(session, delayed.as_ref().map(|(m, _)| m.clone()));
             if let Some((_, delay)) = delayed {
                 let wait = delay.min(expiry);
@@ -350,8 +448,11 @@ impl Broker {
         }
     }
 
-    /// Removes an ended session's subscriptions and publishes its waiting will.
+    /// Removes an ended session's subscriptions and record, and publishes its waiting will.
     fn clean_up(&self, slot: &SessionSlot, ended: Ended) {
+        self.persist(vec![StoreOp::DeleteSession {
+            client_id: slot.client_id.clone(),
+        }]);
         if let Some(session) = ended.session {
             for subscription in session.subscriptions() {
                 self.router.unsubscribe(&subscription.filter, slot.id);

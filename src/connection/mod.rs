@@ -198,6 +198,7 @@ impl Connection {
             }
             None => Box::new(Session::new(negotiated, slot.origin())),
         };
+        broker.session_opened(&slot, session.expiry_interval());
         info!(
             "New client connected from {} as {} (p{}, c{}, k{}{}).",
             self.peer,
@@ -381,7 +382,7 @@ impl Connection {
                     subscription,
                     send_retained,
                 } => {
-                    broker.subscribe(slot, &subscription);
+                    broker.subscribe(slot, &subscription, session.expiry_interval() != 0);
                     if send_retained {
                         let now = now();
                         let retained = broker.retained_matching(&subscription.filter, now);
@@ -390,7 +391,7 @@ impl Connection {
                     Ok(())
                 }
                 Action::Unsubscribe(filter) => {
-                    broker.unsubscribe(slot, &filter);
+                    broker.unsubscribe(slot, &filter, session.expiry_interval() != 0);
                     Ok(())
                 }
                 Action::ClientDisconnected => {

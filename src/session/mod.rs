@@ -195,6 +195,30 @@ impl Session {
         }
     }
 
+    /// A session rebuilt from the store, offline until a connection attaches it.
+    pub fn restore(
+        client_id: Arc<str>,
+        origin: Origin,
+        expiry_interval: u32,
+        subscriptions: Vec<Subscription>,
+        now: Instant,
+    ) -> Self {
+        Session {
+            client_id,
+            origin,
+            expiry_interval,
+            subscriptions: subscriptions
+                .into_iter()
+                .map(|s| (s.filter.clone(), s))
+                .collect(),
+            outbound: Outbound::default(),
+            inbound_qos2: BTreeSet::new(),
+            will: None,
+            replay: VecDeque::new(),
+            link: Link::new(ProtocolVersion::V311, now),
+        }
+    }
+
     /// Attaches a resumed session to a new connection: the connection-scoped state is replaced,
     /// the session-scoped state kept. Then call [`Session::resume`].
     pub fn reattach(&mut self, negotiated: Negotiated) {

@@ -151,7 +151,9 @@ impl RawClient {
             ..DecodeContext::default()
         };
         loop {
-            if let Some(packet) = codec::decode(&mut self.buf, &ctx).expect("broker sent a valid packet") {
+            if let Some(packet) =
+                codec::decode(&mut self.buf, &ctx).expect("broker sent a valid packet")
+            {
                 return Some(packet);
             }
             match self.stream.read_buf(&mut self.buf).await {
