@@ -25,8 +25,10 @@ struct Running {
 }
 
 async fn start(store: &Arc<MemoryStore>) -> Running {
-    let mut config = Config::default();
-    config.listeners = vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))];
+    let config = Config {
+        listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))],
+        ..Config::default()
+    };
     let store: Arc<dyn Store> = store.clone();
     let server = Server::bind_with_store(config, Some(store))
         .await

@@ -139,10 +139,10 @@ impl Broker {
     /// Hands durable changes to the store. A failing store is reported and the broker carries on
     /// from memory.
     fn persist(&self, ops: Vec<StoreOp>) {
-        if let Some(store) = &self.store {
-            if let Err(e) = store.apply(ops) {
-                tracing::error!("store write failed: {e}");
-            }
+        if let Some(store) = &self.store
+            && let Err(e) = store.apply(ops)
+        {
+            tracing::error!("store write failed: {e}");
         }
     }
 
