@@ -369,6 +369,7 @@ impl Connection {
         actions: &mut Vec<Action>,
     ) -> Result<(), Ending> {
         let version = session.version();
+        let was_idle = self.out.is_empty();
         let mut ending = None;
         for action in actions.drain(..) {
             let encoded = match action {
@@ -405,6 +406,10 @@ impl Connection {
                     detail: encode_failure(&e),
                 }));
             }
+        }
+        if was_idle && !self.out.is_empty() {
+            // The write-stall clock starts when output becomes pending, not at the last write.
+            self.last_write = now();
         }
         ending.map_or(Ok(()), Err)
     }
