@@ -684,6 +684,15 @@ impl Session {
     pub fn take_will(&mut self, now: Instant) -> Option<(Arc<Message>, u32)> {
         let will = self.will.take()?;
         let delay = will.properties.will_delay_interval.unwrap_or(0);
+        // Section 3.1.3.2.4: the Message Expiry Interval is the will's lifetime from when it is
+        // published: after its delay, or when the session ends if that is sooner (at once for a
+        // session that ends with the connection).
+        let published_in = if self.expiry_interval == 0 {
+            0
+        } else {
+            delay.min(self.expiry_interval)
+        };
+        let published_at = now + Duration::from_secs(u64::from(published_in));
         let properties = PublishProperties {
             payload_format: will.properties.payload_format,
             message_expiry_interval: None,
@@ -700,7 +709,7 @@ impl Session {
             qos: will.qos,
             retain: will.retain,
             properties,
-            expires_at: expiry_deadline(now, will.properties.message_expiry_interval),
+            expires_at: expiry_deadline(published_at, will.properties.message_expiry_interval),
             origin: Some(self.origin),
         };
         Some((Arc::new(message), delay))
