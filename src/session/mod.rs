@@ -344,8 +344,11 @@ impl Session {
                 let reason = if self.inbound_qos2.contains(&id.get()) {
                     // A retransmission of a message already routed: acknowledge, never re-route.
                     ReasonCode::Success
-                } else if self.inbound_qos2.len() >= usize::from(limits.inflight_window()) {
+                } else if self.link.version.is_v5()
+                    && self.inbound_qos2.len() >= usize::from(limits.inflight_window())
+                {
                     // Section 3.3.4: more unacknowledged QoS 2 PUBLISHes than our Receive Maximum.
+                    // Only 5.0 announces one; 3.1/3.1.1 clients are bound by the 65,535 ids alone.
                     return Err(Close::new(
                         ReasonCode::ReceiveMaximumExceeded,
                         "more QoS 2 messages in flight than the Receive Maximum",
