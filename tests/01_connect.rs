@@ -493,16 +493,20 @@ async fn server_keep_alive_is_what_the_broker_enforces() {
 #[tokio::test]
 async fn pinging_client_stays_connected_past_the_keep_alive() {
     let broker = TestBroker::start().await;
-    for (version, id) in [(V311, "ka-ping-311"), (V5, "ka-ping-5")] {
-        let mut connect = connect_packet(version, id, true);
-        connect.keep_alive = 1;
-        let (mut client, _) = RawClient::connect_with(broker.addr, connect).await;
-        // Five pings 400 ms apart: 2 s in all, past the 1.5 s limit a silent client gets.
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            client.ping().await;
+    let pinger = |version: ProtocolVersion, id: &'static str| {
+        let addr = broker.addr;
+        async move {
+            let mut connect = connect_packet(version, id, true);
+            connect.keep_alive = 1;
+            let (mut client, _) = RawClient::connect_with(addr, connect).await;
+            // Five pings 400 ms apart: 2 s in all, past the 1.5 s limit a silent client gets.
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                client.ping().await;
+            }
         }
-    }
+    };
+    tokio::join!(pinger(V311, "ka-ping-311"), pinger(V5, "ka-ping-5"));
 }
 
 #[tokio::test]
