@@ -282,20 +282,25 @@ impl Broker {
                 };
                 match slot.attach() {
                     Ok(attached) if !clean_start => {
+                        // [MQTT-3.1.3-9] a will still waiting for its delay is not sent when the
+                        // session resumes: `attached.pending_will` is dropped here.
                         return Ok(Opened {
                             slot,
                             generation: attached.generation,
                             resumed: attached.session,
                         });
                     }
-                    Ok(_) => {
+                    Ok(attached) => {
                         // Clean start: the old session ends; a new slot takes its place so no
                         // delivery racing with the cleanup reaches the new session.
                         sessions.remove(client_id);
                         let ended = slot.end(None);
                         let opened = self.create_session(&mut sessions, client_id);
                         drop(sessions);
-                        if let Some(ended) = ended {
+                        if let Some(mut ended) = ended {
+                            // Section 3.1.3.2.2: the session ends before the will's delay has
+                            // passed, so the will goes out now.
+                            ended.will = ended.will.or(attached.pending_will);
                             self.clean_up(&slot, ended);
                         }
                         return Ok(opened);

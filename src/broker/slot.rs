@@ -76,6 +76,9 @@ pub struct Attached {
     pub generation: u64,
     /// The parked session, if one is resumed.
     pub session: Option<Box<Session>>,
+    /// A will that was waiting for its delay. Resuming the session cancels it; a clean start,
+    /// which ends the session, publishes it (section 3.1.3.2.2).
+    pub pending_will: Option<Arc<Message>>,
 }
 
 impl SessionSlot {
@@ -214,13 +217,11 @@ impl SessionSlot {
         }
         inner.online = true;
         inner.generation += 1;
-        // Section 3.1.3.2.2: a will still waiting for its delay is not sent when the session
-        // resumes.
-        inner.pending_will = None;
         self.online.store(true, Ordering::Relaxed);
         Ok(Attached {
             generation: inner.generation,
             session: inner.parked.take(),
+            pending_will: inner.pending_will.take(),
         })
     }
 

@@ -492,12 +492,6 @@ impl Connection {
                 .out
                 .push_packet(&Packet::Disconnect(Disconnect::new(reason)), version);
         }
-        // When we end the connection, the client may still be sending: drain its input after our
-        // last bytes, or the kernel answers its next segment with a reset that can destroy our
-        // DISCONNECT before the client reads it.
-        let drain = disconnect_reason.is_some();
-        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.close_gracefully(drain)).await;
-
         // Wills: not after a normal DISCONNECT (the session already dropped it), nor when the
         // broker itself shuts down; after everything else ([MQTT-3.1.2-8]).
         let publish_will = !matches!(ending, Ending::Closed(ReasonCode::ServerShuttingDown));
@@ -506,11 +500,19 @@ impl Connection {
         } else {
             None
         };
+        // The session and the will are handed over before the socket is drained below: neither
+        // may wait for a client that does not close its side (a dead peer never does).
         broker.close_session(slot, session, will, now());
         if let Ending::TakenOver(tx) = ending {
             // The new connection may resume the parked session now.
             let _ = tx.send(());
         }
+
+        // When we end the connection, the client may still be sending: drain its input after our
+        // last bytes, or the kernel answers its next segment with a reset that can destroy our
+        // DISCONNECT before the client reads it.
+        let drain = disconnect_reason.is_some();
+        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.close_gracefully(drain)).await;
     }
 
     async fn send_and_close(&mut self, packet: &Packet, version: ProtocolVersion) {

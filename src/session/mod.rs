@@ -368,8 +368,11 @@ impl Session {
                 let reason = if self.inbound_qos2.contains(&id.get()) {
                     // A retransmission of a message already routed: acknowledge, never re-route.
                     ReasonCode::Success
-                } else if self.inbound_qos2.len() >= usize::from(limits.inflight_window()) {
+                } else if self.link.version.is_v5()
+                    && self.inbound_qos2.len() >= usize::from(limits.inflight_window())
+                {
                     // Section 3.3.4: more unacknowledged QoS 2 PUBLISHes than our Receive Maximum.
+                    // Only 5.0 announces one; 3.1/3.1.1 clients are bound by the 65,535 ids alone.
                     return Err(Close::new(
                         ReasonCode::ReceiveMaximumExceeded,
                         "more QoS 2 messages in flight than the Receive Maximum",
@@ -708,6 +711,15 @@ impl Session {
     pub fn take_will(&mut self, now: Instant) -> Option<(Arc<Message>, u32)> {
         let will = self.will.take()?;
         let delay = will.properties.will_delay_interval.unwrap_or(0);
+        // Section 3.1.3.2.4: the Message Expiry Interval is the will's lifetime from when it is
+        // published: after its delay, or when the session ends if that is sooner (at once for a
+        // session that ends with the connection).
+        let published_in = if self.expiry_interval == 0 {
+            0
+        } else {
+            delay.min(self.expiry_interval)
+        };
+        let published_at = now + Duration::from_secs(u64::from(published_in));
         let properties = PublishProperties {
             payload_format: will.properties.payload_format,
             message_expiry_interval: None,
@@ -724,7 +736,7 @@ impl Session {
             qos: will.qos,
             retain: will.retain,
             properties,
-            expires_at: expiry_deadline(now, will.properties.message_expiry_interval),
+            expires_at: expiry_deadline(published_at, will.properties.message_expiry_interval),
             origin: Some(self.origin),
         };
         Some((Arc::new(message), delay))

@@ -6,13 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use starling::Config;
 use starling::broker::Broker;
 use starling::codec::{
-    self, Connect, ConnectProperties, DecodeContext, Packet, ProtocolVersion, Will,
+    self, Connect, ConnectProperties, DecodeContext, Disconnect, Packet, PacketId, ProtocolVersion,
+    PubResponse, Publish, PublishProperties, QoS, ReasonCode, Subscribe, SubscribeProperties,
+    SubscriptionOptions, Will, WillProperties,
 };
 use starling::config::ListenerConfig;
+use starling::topic::{TopicFilter, TopicName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -24,6 +27,8 @@ pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// A broker running inside the test process.
 pub struct TestBroker {
     pub addr: SocketAddr,
+    /// Every listener's address, in the order of `config.listeners` (`addr` is the first).
+    pub addrs: Vec<SocketAddr>,
     pub broker: Arc<Broker>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -36,11 +41,14 @@ impl TestBroker {
 
     /// Starts a broker with the default config adjusted by `adjust`, on a free loopback port.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
-        let mut config = Config::default();
-        config.listeners = vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))];
+        let mut config = Config {
+            listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))],
+            ..Config::default()
+        };
         adjust(&mut config);
         let server = starling::Server::bind(config).await.expect("bind");
-        let addr = server.local_addrs()[0];
+        let addrs = server.local_addrs();
+        let addr = addrs[0];
         let broker = server.broker().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -53,6 +61,7 @@ impl TestBroker {
         });
         TestBroker {
             addr,
+            addrs,
             broker,
             stop: Some(stop),
             task: Some(task),
@@ -145,6 +154,15 @@ impl RawClient {
         }
     }
 
+    /// The next packet, or `None` once the broker has closed the connection; fails the test if
+    /// neither happens within [`RECV_TIMEOUT`].
+    pub async fn recv_or_closed(&mut self) -> Option<Packet> {
+        match tokio::time::timeout(RECV_TIMEOUT, self.next_packet()).await {
+            Ok(packet) => packet,
+            Err(_) => panic!("neither a packet nor a close within {RECV_TIMEOUT:?}"),
+        }
+    }
+
     async fn next_packet(&mut self) -> Option<Packet> {
         let ctx = DecodeContext {
             version: self.version,
@@ -183,5 +201,115 @@ pub fn connect_with_will(version: ProtocolVersion, client_id: &str, will: Will) 
     Connect {
         will: Some(will),
         ..connect_packet(version, client_id, true)
+    }
+}
+
+/// A packet id for tests; panics on 0.
+pub fn pid(id: u16) -> PacketId {
+    PacketId::new(id).expect("packet ids are not zero")
+}
+
+/// A valid topic name for tests.
+pub fn topic(name: &str) -> TopicName {
+    TopicName::new(name).expect("valid topic name")
+}
+
+/// A PUBLISH with no properties; `packet_id` is ignored for QoS 0.
+pub fn publish_packet(topic_name: &str, payload: &[u8], qos: QoS, packet_id: u16) -> Publish {
+    Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic(topic_name),
+        packet_id: (qos != QoS::AtMostOnce).then(|| pid(packet_id)),
+        properties: PublishProperties::default(),
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
+/// A will on `topic_name` with no properties.
+pub fn will(topic_name: &str, payload: &[u8], qos: QoS, retain: bool) -> Will {
+    Will {
+        topic: topic(topic_name),
+        payload: Bytes::copy_from_slice(payload),
+        qos,
+        retain,
+        properties: WillProperties::default(),
+    }
+}
+
+impl RawClient {
+    /// Subscribes to one filter with packet id 1 and returns the SUBACK's reason codes.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<ReasonCode> {
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: SubscribeProperties::default(),
+            filters: vec![(
+                TopicFilter::new(filter).expect("valid filter"),
+                SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+        }))
+        .await;
+        match self.recv().await {
+            Packet::SubAck(ack) if ack.packet_id == pid(1) => ack.reasons,
+            other => panic!("expected SUBACK for packet id 1, got {other:?}"),
+        }
+    }
+
+    /// Publishes and completes the QoS 1/2 exchange, so the message has been routed when this
+    /// returns; for QoS 0, a PINGREQ round trip after the PUBLISH gives the same guarantee (the
+    /// broker handles one connection's packets in order).
+    pub async fn publish(&mut self, topic_name: &str, payload: &[u8], qos: QoS, packet_id: u16) {
+        self.send(&Packet::Publish(publish_packet(
+            topic_name, payload, qos, packet_id,
+        )))
+        .await;
+        match qos {
+            QoS::AtMostOnce => self.ping().await,
+            QoS::AtLeastOnce => match self.recv().await {
+                Packet::PubAck(ack) if ack.packet_id == pid(packet_id) => {}
+                other => panic!("expected PUBACK {packet_id}, got {other:?}"),
+            },
+            QoS::ExactlyOnce => {
+                match self.recv().await {
+                    Packet::PubRec(rec) if rec.packet_id == pid(packet_id) => {}
+                    other => panic!("expected PUBREC {packet_id}, got {other:?}"),
+                }
+                self.send(&Packet::PubRel(PubResponse::success(pid(packet_id))))
+                    .await;
+                match self.recv().await {
+                    Packet::PubComp(comp) if comp.packet_id == pid(packet_id) => {}
+                    other => panic!("expected PUBCOMP {packet_id}, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// PINGREQ, and expects PINGRESP as the next packet.
+    pub async fn ping(&mut self) {
+        self.send(&Packet::PingReq).await;
+        match self.recv().await {
+            Packet::PingResp => {}
+            other => panic!("expected PINGRESP, got {other:?}"),
+        }
+    }
+
+    /// The next packet, which must be a PUBLISH.
+    pub async fn recv_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Packet::Publish(publish) => publish,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Sends a normal DISCONNECT and waits until the broker has closed the connection; returns
+    /// whatever the broker sent before closing.
+    pub async fn disconnect(&mut self) -> Vec<Packet> {
+        self.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+            .await;
+        self.recv_until_closed().await
     }
 }
