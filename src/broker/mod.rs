@@ -29,7 +29,7 @@ use crate::config::Limits;
 use crate::message::{Delivery, Message};
 use crate::retained::{RetainedChange, RetainedStore};
 use crate::router::{Matched, SubscriberId, SubscriptionIndex};
-use crate::session::{EXPIRY_NEVER, Session, Subscription};
+use crate::session::{EXPIRY_NEVER, PendingWill, Session, Subscription};
 use crate::storage::{SessionRecord, Snapshot, Store, StoreOp};
 use crate::topic::TopicFilter;
 
@@ -353,7 +353,7 @@ impl Broker {
         &self,
         slot: &Arc<SessionSlot>,
         session: Box<Session>,
-        will: Option<(Arc<Message>, u32)>,
+        will: Option<PendingWill>,
         now: Instant,
     ) {
         let takeover = slot.take_takeover();
@@ -373,30 +373,29 @@ impl Broker {
                 // The session ends with the connection, so a delayed will goes out now
                 // (section 3.1.3.2.2).
                 ended.session = Some(session);
-                ended.will = will.map(|(message, _)| message);
+                ended.will = will;
                 self.clean_up(slot, ended);
             }
         } else {
             let (now_will, delayed) = match will {
-                Some((message, 0)) => (Some(message), None),
-                Some((message, delay)) => (None, Some((message, delay))),
-                None => (None, None),
+                Some(will) if will.delay == 0 => (Some(will), None),
+                delayed => (None, delayed),
             };
             self.persist(vec![StoreOp::PutSession(SessionRecord {
                 client_id: slot.client_id.clone(),
                 expiry_interval: expiry,
                 disconnected_at: Some(SystemTime::now()),
             })]);
-            let generation = slot.park(session, delayed.as_ref().map(|(m, _)| m.clone()));
-            if let Some((_, delay)) = delayed {
-                let wait = delay.min(expiry);
-                self.arm(slot, generation, TimerKind::Will, now, wait);
+            let delay = delayed.as_ref().map(|will| will.delay);
+            let generation = slot.park(session, delayed);
+            if let Some(delay) = delay {
+                self.arm(slot, generation, TimerKind::Will, now, delay.min(expiry));
             }
             if expiry != EXPIRY_NEVER {
                 self.arm(slot, generation, TimerKind::SessionExpiry, now, expiry);
             }
-            if let Some(message) = now_will {
-                self.route(message);
+            if let Some(will) = now_will {
+                self.route(will.publish(now));
             }
         }
         if let Some(tx) = takeover {
@@ -429,7 +428,7 @@ impl Broker {
             TimerKind::Will => {
                 if let Some(will) = timer.slot.take_due_will(timer.generation) {
                     debug!(client = %timer.slot.client_id, "publishing delayed will");
-                    self.route(will);
+                    self.route(will.publish(clock()));
                 }
             }
             TimerKind::SessionExpiry => {
@@ -464,7 +463,7 @@ impl Broker {
             }
         }
         if let Some(will) = ended.will {
-            self.route(will);
+            self.route(will.publish(clock()));
         }
     }
 
@@ -475,6 +474,11 @@ impl Broker {
             let _ = slot.request(Control::Close(reason));
         }
     }
+}
+
+/// The broker's clock: tokio's, so tests with paused time drive expiry.
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// One session a message goes to, before overlapping subscriptions are merged.

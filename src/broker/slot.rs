@@ -17,9 +17,9 @@ use tracing::{info, warn};
 
 use crate::codec::{QoS, ReasonCode};
 use crate::config::Limits;
-use crate::message::{Delivery, Message, Origin};
+use crate::message::{Delivery, Origin};
 use crate::router::SubscriberId;
-use crate::session::Session;
+use crate::session::{PendingWill, Session};
 
 /// A request to the connection that owns the session.
 #[derive(Debug)]
@@ -64,7 +64,7 @@ struct SlotInner {
     /// The session while no connection runs it.
     parked: Option<Box<Session>>,
     /// A will waiting for its Will Delay Interval (or the end of the session).
-    pending_will: Option<Arc<Message>>,
+    pending_will: Option<PendingWill>,
     control: Option<Control>,
     ended: bool,
     /// Deliveries dropped since the queue last had room, for the log line when it recovers.
@@ -78,7 +78,7 @@ pub struct Attached {
     pub session: Option<Box<Session>>,
     /// A will that was waiting for its delay. Resuming the session cancels it; a clean start,
     /// which ends the session, publishes it (section 3.1.3.2.2).
-    pub pending_will: Option<Arc<Message>>,
+    pub pending_will: Option<PendingWill>,
 }
 
 impl SessionSlot {
@@ -227,7 +227,7 @@ impl SessionSlot {
 
     /// The owner leaves and parks the session (it outlives the connection), with a will that waits
     /// for its delay. Returns the generation that timers for this disconnect must name.
-    pub fn park(&self, session: Box<Session>, pending_will: Option<Arc<Message>>) -> u64 {
+    pub fn park(&self, session: Box<Session>, pending_will: Option<PendingWill>) -> u64 {
         let mut inner = self.inner.lock();
         inner.online = false;
         self.online.store(false, Ordering::Relaxed);
@@ -256,7 +256,7 @@ impl SessionSlot {
     }
 
     /// Takes the delayed will if its time has come in this generation.
-    pub fn take_due_will(&self, generation: u64) -> Option<Arc<Message>> {
+    pub fn take_due_will(&self, generation: u64) -> Option<PendingWill> {
         let mut inner = self.inner.lock();
         if inner.online || inner.generation != generation {
             return None;
@@ -311,5 +311,5 @@ pub enum AttachError {
 /// What an ended session leaves to clean up.
 pub struct Ended {
     pub session: Option<Box<Session>>,
-    pub will: Option<Arc<Message>>,
+    pub will: Option<PendingWill>,
 }

@@ -496,7 +496,7 @@ impl Connection {
         // broker itself shuts down; after everything else ([MQTT-3.1.2-8]).
         let publish_will = !matches!(ending, Ending::Closed(ReasonCode::ServerShuttingDown));
         let will = if publish_will {
-            session.take_will(now())
+            session.take_will()
         } else {
             None
         };

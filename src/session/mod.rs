@@ -707,19 +707,9 @@ impl Session {
     }
 
     /// Takes the will for publishing when the connection closes other than by a normal
-    /// DISCONNECT, with its delay in seconds.
-    pub fn take_will(&mut self, now: Instant) -> Option<(Arc<Message>, u32)> {
+    /// DISCONNECT.
+    pub fn take_will(&mut self) -> Option<PendingWill> {
         let will = self.will.take()?;
-        let delay = will.properties.will_delay_interval.unwrap_or(0);
-        // Section 3.1.3.2.4: the Message Expiry Interval is the will's lifetime from when it is
-        // published: after its delay, or when the session ends if that is sooner (at once for a
-        // session that ends with the connection).
-        let published_in = if self.expiry_interval == 0 {
-            0
-        } else {
-            delay.min(self.expiry_interval)
-        };
-        let published_at = now + Duration::from_secs(u64::from(published_in));
         let properties = PublishProperties {
             payload_format: will.properties.payload_format,
             message_expiry_interval: None,
@@ -730,16 +720,40 @@ impl Session {
             subscription_identifiers: Vec::new(),
             content_type: will.properties.content_type,
         };
-        let message = Message {
-            topic: will.topic,
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
-            properties,
-            expires_at: expiry_deadline(published_at, will.properties.message_expiry_interval),
-            origin: Some(self.origin),
-        };
-        Some((Arc::new(message), delay))
+        Some(PendingWill {
+            message: Message {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                properties,
+                expires_at: None,
+                origin: Some(self.origin),
+            },
+            expiry_interval: will.properties.message_expiry_interval,
+            delay: will.properties.will_delay_interval.unwrap_or(0),
+        })
+    }
+}
+
+/// A will on its way out: published now, after its delay, or when its session ends.
+#[derive(Debug)]
+pub struct PendingWill {
+    /// The message, without an expiry deadline yet.
+    message: Message,
+    /// The will's Message Expiry Interval, which runs from publication (section 3.1.3.2.4).
+    expiry_interval: Option<u32>,
+    /// Will Delay Interval in seconds.
+    pub delay: u32,
+}
+
+impl PendingWill {
+    /// The message to route, its expiry counted from `now`, the moment it is published.
+    pub fn publish(self, now: Instant) -> Arc<Message> {
+        Arc::new(Message {
+            expires_at: expiry_deadline(now, self.expiry_interval),
+            ..self.message
+        })
     }
 }
 

@@ -644,7 +644,7 @@ fn normal_disconnect_drops_the_will_and_0x04_keeps_it() {
         Packet::Disconnect(Disconnect::new(ReasonCode::Success)),
     )
     .expect("ok");
-    assert!(normal.take_will(now).is_none());
+    assert!(normal.take_will().is_none());
 
     let mut with_will_reason = session_with(with_will(), now);
     let out = handle(
@@ -654,8 +654,9 @@ fn normal_disconnect_drops_the_will_and_0x04_keeps_it() {
     )
     .expect("ok");
     assert!(matches!(out[..], [Action::ClientDisconnected]));
-    let (message, delay) = with_will_reason.take_will(now).expect("will kept");
-    assert_eq!(delay, 5);
+    let will = with_will_reason.take_will().expect("will kept");
+    assert_eq!(will.delay, 5);
+    let message = will.publish(now);
     assert_eq!(message.topic.as_str(), "w");
     assert!(message.retain);
     assert_eq!(message.origin, Some(Origin(7)));
@@ -707,4 +708,28 @@ fn packets_only_a_server_sends_and_a_second_connect_are_protocol_errors() {
         let close = handle(&mut s, now, packet).expect_err(name);
         assert_eq!(close.reason, ReasonCode::ProtocolError, "{name}");
     }
+}
+
+#[test]
+fn a_will_expiry_runs_from_its_publication_not_from_the_disconnect() {
+    let t0 = Instant::now();
+    let mut c = connect(ProtocolVersion::V5, 60);
+    c.will = Some(crate::codec::Will {
+        topic: topic("w"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties {
+            will_delay_interval: Some(30),
+            message_expiry_interval: Some(10),
+            ..WillProperties::default()
+        },
+    });
+    let mut s = session_with(c, t0);
+    let will = s.take_will().expect("will");
+    // Published 30 s after the disconnect (its delay), it then lives its full 10 s.
+    let published = t0 + Duration::from_secs(30);
+    let message = will.publish(published);
+    assert_eq!(message.expires_at, Some(published + Duration::from_secs(10)));
+    assert_eq!(message.remaining_expiry(published), Some(10));
 }
