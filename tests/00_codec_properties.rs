@@ -714,7 +714,7 @@ proptest! {
     fn mqttbytes_reads_our_frames_as_we_do((version, packet) in versioned_packet()) {
         let bytes = encode(&packet, version);
         match differential(&bytes, version) {
-            Verdict::Both | Verdict::NotComparable => {}
+            Verdict::Both | Verdict::NotComparable | Verdict::MqttbytesMiscount => {}
             Verdict::OnlyOurs => prop_assert!(
                 known_disagreement(&packet, version),
                 "mqttbytes refuses {:?} encoded as {:02X?}",
@@ -858,4 +858,32 @@ fn design_auth_and_binary_passwords() {
         panic!("a binary password decodes");
     };
     assert_eq!(connect.password.as_deref(), Some(&b"\xFF\xFE"[..]));
+}
+
+/// Found by the `differential` fuzz target: a PUBLISH with five Subscription Identifiers, the
+/// last one two bytes long, and a one-byte payload. mqttbytes stops reading the properties three
+/// bytes early and returns a four-byte payload.
+#[test]
+fn fuzz_regression_mqttbytes_miscounts_subscription_identifiers() {
+    let bytes = b"\x30\x0F\x00\x00\x0B\x0B\x0B\x0B\x0B\x0B\x0B\x0B\x0B\x0B\x90\x22\x00";
+    let Ok(Some(Packet::Publish(publish))) = ours(ProtocolVersion::V5, bytes) else {
+        panic!("a PUBLISH");
+    };
+    let ids: Vec<u32> = publish
+        .properties
+        .subscription_identifiers
+        .iter()
+        .map(|id| id.get())
+        .collect();
+    assert_eq!(ids, [11, 11, 11, 11, 4368]);
+    assert_eq!(&publish.payload[..], b"\x00");
+    let theirs = mqttbytes::v5::read(&mut BytesMut::from(&bytes[..]), 1 << 20);
+    let Ok(mqttbytes::v5::Packet::Publish(theirs)) = theirs else {
+        panic!("mqttbytes reads a PUBLISH: {theirs:?}");
+    };
+    assert_eq!(&theirs.payload[..], b"\x0B\x90\x22\x00");
+    assert_eq!(
+        differential(bytes, ProtocolVersion::V5),
+        Verdict::MqttbytesMiscount
+    );
 }
