@@ -174,21 +174,19 @@ pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext) -> Result<Option<Packet>,
     match parse_body(header, frame.slice(header_len..), ctx.version) {
         Ok(packet) => Ok(Some(packet)),
         Err(err) => {
-            put_back(buf, frame);
+            put_back(buf, &frame);
             Err(err)
         }
     }
 }
 
 /// Returns a frame that failed to parse to the front of the buffer, so an error consumes nothing.
-/// Its slices were dropped with the error, so it is normally unique and rejoins the buffer's
-/// allocation without a copy.
-fn put_back(buf: &mut BytesMut, frame: Bytes) {
-    let mut whole = match frame.try_into_mut() {
-        Ok(whole) => whole,
-        Err(shared) => BytesMut::from(&shared[..]),
-    };
-    whole.unsplit(buf.split());
+/// This copies (the frame still shares its allocation with `buf`), which is fine on a path that
+/// ends the connection.
+fn put_back(buf: &mut BytesMut, frame: &[u8]) {
+    let mut whole = BytesMut::with_capacity(frame.len() + buf.len());
+    whole.extend_from_slice(frame);
+    whole.extend_from_slice(buf);
     *buf = whole;
 }
 
