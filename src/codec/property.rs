@@ -124,7 +124,7 @@ pub(crate) trait FromProperties: Default {
     fn apply(&mut self, property: Property) -> Result<(), DecodeError>;
 }
 
-/// A packet's property set, written without its length (see [`write`]).
+/// A packet's property set, written without its length (see [`write()`]).
 pub(crate) trait WriteProperties {
     fn write_each<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError>;
 }
