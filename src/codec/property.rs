@@ -124,7 +124,7 @@ pub(crate) trait FromProperties: Default {
     fn apply(&mut self, property: Property) -> Result<(), DecodeError>;
 }
 
-/// A packet's property set, written without its length (see [`write`]).
+/// A packet's property set, written without its length (see [`write()`]).
 pub(crate) trait WriteProperties {
     fn write_each<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError>;
 }
@@ -412,5 +412,181 @@ pub(crate) fn payload_format_byte(format: PayloadFormat) -> u8 {
     match format {
         PayloadFormat::Unspecified => 0,
         PayloadFormat::Utf8 => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::codec::ReasonCode;
+    use crate::codec::wire::TRUNCATED;
+
+    fn decode_ack(list: &[u8]) -> Result<AckProperties, DecodeError> {
+        let mut buf = Bytes::copy_from_slice(list);
+        let properties = decode(&mut buf)?;
+        assert!(buf.is_empty(), "the list is consumed");
+        Ok(properties)
+    }
+
+    fn one(bytes: &[u8]) -> Result<Property, DecodeError> {
+        read_one(&mut Bytes::copy_from_slice(bytes))
+    }
+
+    #[test]
+    fn an_empty_list_is_one_zero_byte() {
+        assert_eq!(decode_ack(&[0x00]), Ok(AckProperties::default()));
+        let mut out = BytesMut::new();
+        write(&mut out, &AckProperties::default()).expect("encodable");
+        assert_eq!(&out[..], &[0x00]);
+    }
+
+    #[test]
+    fn a_long_list_takes_a_two_byte_length_both_ways() {
+        let properties = AckProperties {
+            reason_string: Some("r".repeat(200)),
+            user_properties: Vec::new(),
+        };
+        let mut out = BytesMut::new();
+        write(&mut out, &properties).expect("encodable");
+        assert_eq!(&out[..5], &[0xCB, 0x01, id::REASON_STRING, 0x00, 0xC8]);
+        assert_eq!(decode_ack(&out), Ok(properties));
+    }
+
+    #[test]
+    fn unknown_identifiers_are_malformed() {
+        let unknown = DecodeError::Malformed("unknown property identifier");
+        for list in [
+            &[0x02, 0x00, 0x00][..],
+            &[0x02, 0x04, 0x00],
+            &[0x02, 0x2B, 0x00],
+            &[0x02, 0x7F, 0x00],
+            &[0x03, 0x80, 0x01, 0x00], // identifier 128
+        ] {
+            let err = decode_ack(list).expect_err("unknown identifier");
+            assert_eq!(err, unknown, "{list:02X?}");
+            assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+        }
+        // [MQTT-1.5.5-1] the identifier is a variable byte integer, minimally encoded.
+        assert_eq!(
+            decode_ack(&[0x03, 0x9F, 0x00, 0x00]),
+            Err(DecodeError::Malformed(
+                "variable byte integer is not minimally encoded"
+            ))
+        );
+    }
+
+    #[test]
+    fn lengths_past_their_bounds_are_malformed() {
+        assert_eq!(
+            decode_ack(&[0x05, 0x1F, 0x00]),
+            Err(DecodeError::Malformed("property length exceeds the packet"))
+        );
+        // The value runs past the list even though the buffer goes on.
+        let mut buf = Bytes::from_static(&[0x02, 0x1F, 0x00, 0x01, b'r']);
+        assert_eq!(decode::<AckProperties>(&mut buf), Err(TRUNCATED));
+        assert_eq!(decode_ack(&[]), Err(TRUNCATED));
+    }
+
+    #[test]
+    fn only_user_properties_and_subscription_identifiers_repeat() {
+        let twice = [0x06, 0x1F, 0x00, 0x00, 0x1F, 0x00, 0x00];
+        let err = decode_ack(&twice).expect_err("duplicate");
+        assert_eq!(
+            err,
+            DecodeError::Protocol("property included more than once")
+        );
+        assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+        let users = [
+            0x0B, 0x26, 0x00, 0x01, b'a', 0x00, 0x00, 0x26, 0x00, 0x00, 0x00, 0x00,
+        ];
+        assert_eq!(
+            decode_ack(&users).map(|p| p.user_properties),
+            Ok(vec![
+                UserProperty {
+                    key: "a".into(),
+                    value: String::new(),
+                },
+                UserProperty {
+                    key: String::new(),
+                    value: String::new(),
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_property_of_another_packet_is_a_protocol_error() {
+        assert_eq!(
+            decode_ack(&[0x02, 0x24, 0x01]),
+            Err(DecodeError::Protocol("property not allowed in this packet"))
+        );
+    }
+
+    #[test]
+    fn byte_valued_booleans_are_0_or_1() {
+        for identifier in [
+            id::REQUEST_PROBLEM_INFORMATION,
+            id::REQUEST_RESPONSE_INFORMATION,
+            id::RETAIN_AVAILABLE,
+            id::WILDCARD_SUBSCRIPTION_AVAILABLE,
+            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            id::SHARED_SUBSCRIPTION_AVAILABLE,
+        ] {
+            assert!(one(&[identifier, 0x00]).is_ok());
+            assert!(one(&[identifier, 0x01]).is_ok());
+            assert_eq!(
+                one(&[identifier, 0x02]).map(|_| ()),
+                Err(DecodeError::Protocol("boolean property is not 0 or 1")),
+                "{identifier:02X}"
+            );
+        }
+        assert_eq!(
+            one(&[id::PAYLOAD_FORMAT_INDICATOR, 0x02]).map(|_| ()),
+            Err(DecodeError::Protocol(
+                "payload format indicator is not 0 or 1"
+            ))
+        );
+        assert_eq!(
+            one(&[id::MAXIMUM_QOS, 0x02]).map(|_| ()),
+            Err(DecodeError::Protocol("maximum QoS is not 0 or 1"))
+        );
+    }
+
+    #[test]
+    fn zero_values_that_mean_nothing_are_protocol_errors() {
+        for (bytes, message) in [
+            (
+                &[id::RECEIVE_MAXIMUM, 0x00, 0x00][..],
+                "receive maximum is zero",
+            ),
+            (
+                &[id::MAXIMUM_PACKET_SIZE, 0, 0, 0, 0],
+                "maximum packet size is zero",
+            ),
+            (&[id::TOPIC_ALIAS, 0x00, 0x00], "topic alias is zero"),
+            (
+                &[id::SUBSCRIPTION_IDENTIFIER, 0x00],
+                "subscription identifier is zero",
+            ),
+        ] {
+            assert_eq!(one(bytes).map(|_| ()), Err(DecodeError::Protocol(message)));
+        }
+        // The largest Subscription Identifier is the largest variable byte integer.
+        assert!(matches!(
+            one(&[id::SUBSCRIPTION_IDENTIFIER, 0xFF, 0xFF, 0xFF, 0x7F]),
+            Ok(Property::SubscriptionIdentifier(v)) if v.get() == varint::MAX
+        ));
+    }
+
+    #[test]
+    fn an_empty_response_topic_is_not_written() {
+        let mut out = BytesMut::new();
+        let empty = TopicName::empty();
+        assert_eq!(
+            write_response_topic(&mut out, Some(&empty)),
+            Err(EncodeError::NotAllowed("an empty Response Topic"))
+        );
     }
 }

@@ -85,3 +85,80 @@ impl WriteProperties for AuthProperties {
         property::write_user_properties(s, &self.user_properties)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::packet::testing::{assert_decodes, assert_wire, decode_err, encode_err};
+    use crate::codec::{Packet, UserProperty};
+
+    fn auth(reason: ReasonCode) -> Packet {
+        Packet::Auth(Auth {
+            reason,
+            properties: AuthProperties::default(),
+        })
+    }
+
+    #[test]
+    fn short_forms_both_ways() {
+        assert_wire(ProtocolVersion::V5, b"\xF0\x00", &auth(ReasonCode::Success));
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\xF0\x01\x18",
+            &auth(ReasonCode::ContinueAuthentication),
+        );
+        assert_decodes(
+            ProtocolVersion::V5,
+            b"\xF0\x02\x00\x00",
+            &auth(ReasonCode::Success),
+        );
+    }
+
+    #[test]
+    fn with_every_property_both_ways() {
+        let packet = Packet::Auth(Auth {
+            reason: ReasonCode::ReAuthenticate,
+            properties: AuthProperties {
+                authentication_method: Some("SCRAM".into()),
+                authentication_data: Some(Bytes::from_static(b"\x00\x01")),
+                reason_string: Some("r".into()),
+                user_properties: vec![UserProperty {
+                    key: "k".into(),
+                    value: "v".into(),
+                }],
+            },
+        });
+        let bytes = b"\xF0\x1A\x19\x18\x15\x00\x05SCRAM\x16\x00\x02\x00\x01\x1F\x00\x01r\
+            \x26\x00\x01k\x00\x01v";
+        assert_wire(ProtocolVersion::V5, bytes, &packet);
+    }
+
+    #[test]
+    fn auth_is_v5_only() {
+        for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+            let err = decode_err(version, b"\xF0\x00");
+            assert_eq!(err, DecodeError::Malformed("AUTH exists only in MQTT 5"));
+            assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+            assert_eq!(
+                encode_err(version, &auth(ReasonCode::Success)),
+                EncodeError::NotAllowed("AUTH before MQTT 5")
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_and_properties_must_belong_to_auth() {
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\xF0\x01\x80"),
+            DecodeError::Protocol("reason code not allowed in this packet")
+        );
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\xF0\x07\x18\x05\x11\x00\x00\x00\x01"),
+            DecodeError::Protocol("property not allowed in this packet")
+        );
+        assert_eq!(
+            encode_err(ProtocolVersion::V5, &auth(ReasonCode::NotAuthorized)),
+            EncodeError::NotAllowed("this reason code in this packet")
+        );
+    }
+}

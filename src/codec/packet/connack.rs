@@ -206,3 +206,254 @@ impl WriteProperties for ConnAckProperties {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::{NonZeroU16, NonZeroU32};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::codec::packet::testing::{
+        ALL_VERSIONS, assert_decodes, assert_wire, cat, decode_err, encode_err, encoded, frame,
+    };
+    use crate::codec::{Packet, QoS, UserProperty};
+
+    fn connack(session_present: bool, reason: ReasonCode) -> Packet {
+        Packet::ConnAck(ConnAck {
+            session_present,
+            reason,
+            properties: ConnAckProperties::default(),
+        })
+    }
+
+    #[test]
+    fn v3_both_ways() {
+        for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+            assert_wire(
+                version,
+                b"\x20\x02\x00\x00",
+                &connack(false, ReasonCode::Success),
+            );
+            assert_wire(
+                version,
+                b"\x20\x02\x01\x00",
+                &connack(true, ReasonCode::Success),
+            );
+            for code in 1..=5u8 {
+                let reason = ReasonCode::from_v3_connack(code).expect("defined");
+                assert_wire(version, &[0x20, 0x02, 0x00, code], &connack(false, reason));
+            }
+        }
+    }
+
+    #[test]
+    fn v3_maps_reasons_it_cannot_name_to_server_unavailable() {
+        let quota = connack(false, ReasonCode::QuotaExceeded);
+        assert_eq!(encoded(ProtocolVersion::V311, &quota), b"\x20\x02\x00\x03");
+        let banned = connack(false, ReasonCode::Banned);
+        assert_eq!(encoded(ProtocolVersion::V31, &banned), b"\x20\x02\x00\x05");
+    }
+
+    #[test]
+    fn v5_minimal_both_ways() {
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\x20\x03\x01\x00\x00",
+            &connack(true, ReasonCode::Success),
+        );
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\x20\x03\x00\x9F\x00",
+            &connack(false, ReasonCode::ConnectionRateExceeded),
+        );
+    }
+
+    #[test]
+    fn v5_with_every_property_both_ways() {
+        let properties: &[u8] = &[
+            0x11, 0x00, 0x00, 0x01, 0x00, // Session Expiry Interval 256
+            0x21, 0x00, 0x14, // Receive Maximum 20
+            0x24, 0x01, // Maximum QoS 1
+            0x25, 0x00, // Retain Available 0
+            0x27, 0x00, 0x01, 0x00, 0x00, // Maximum Packet Size 65536
+            0x12, 0x00, 0x02, b'i', b'd', // Assigned Client Identifier "id"
+            0x22, 0x00, 0x0A, // Topic Alias Maximum 10
+            0x1F, 0x00, 0x02, b'o', b'k', // Reason String "ok"
+            0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v', // User Property k=v
+            0x28, 0x01, // Wildcard Subscription Available 1
+            0x29, 0x00, // Subscription Identifiers Available 0
+            0x2A, 0x01, // Shared Subscription Available 1
+            0x13, 0x00, 0x1E, // Server Keep Alive 30
+            0x1A, 0x00, 0x01, b'r', // Response Information "r"
+            0x1C, 0x00, 0x01, b's', // Server Reference "s"
+            0x15, 0x00, 0x01, b'm', // Authentication Method "m"
+            0x16, 0x00, 0x01, 0xFF, // Authentication Data FF
+        ];
+        let len = u8::try_from(properties.len()).expect("short");
+        let bytes = frame(0x20, &cat(&[&[0x00, 0x00, len], properties]));
+        let packet = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: ReasonCode::Success,
+            properties: ConnAckProperties {
+                session_expiry_interval: Some(256),
+                receive_maximum: NonZeroU16::new(20),
+                maximum_qos: Some(QoS::AtLeastOnce),
+                retain_available: Some(false),
+                maximum_packet_size: NonZeroU32::new(65_536),
+                assigned_client_identifier: Some("id".into()),
+                topic_alias_maximum: Some(10),
+                reason_string: Some("ok".into()),
+                user_properties: vec![UserProperty {
+                    key: "k".into(),
+                    value: "v".into(),
+                }],
+                wildcard_subscription_available: Some(true),
+                subscription_identifiers_available: Some(false),
+                shared_subscription_available: Some(true),
+                server_keep_alive: Some(30),
+                response_information: Some("r".into()),
+                server_reference: Some("s".into()),
+                authentication_method: Some("m".into()),
+                authentication_data: Some(Bytes::from_static(b"\xFF")),
+            },
+        });
+        assert_wire(ProtocolVersion::V5, &bytes, &packet);
+    }
+
+    #[test]
+    fn a_v5_client_understands_a_v311_refusal() {
+        assert_decodes(
+            ProtocolVersion::V5,
+            b"\x20\x02\x00\x01",
+            &connack(false, ReasonCode::UnsupportedProtocolVersion),
+        );
+        // Any other two-byte CONNACK is not a 5.0 one.
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\x20\x02\x00\x00"),
+            crate::codec::wire::TRUNCATED
+        );
+    }
+
+    #[test]
+    fn reserved_acknowledge_flags_are_malformed() {
+        // [MQTT-3.2.2-1]
+        for version in ALL_VERSIONS {
+            let bytes: &[u8] = if version.is_v5() {
+                b"\x20\x03\x02\x00\x00"
+            } else {
+                b"\x20\x02\x02\x00"
+            };
+            let err = decode_err(version, bytes);
+            assert_eq!(
+                err,
+                DecodeError::Malformed("reserved CONNACK flags are set")
+            );
+            assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+        }
+    }
+
+    #[test]
+    fn session_present_on_a_refusal_is_a_protocol_error() {
+        // [MQTT-3.2.2-6]
+        let expected = DecodeError::Protocol("Session Present set on a refused connection");
+        assert_eq!(
+            decode_err(ProtocolVersion::V311, b"\x20\x02\x01\x05"),
+            expected
+        );
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\x20\x03\x01\x87\x00"),
+            expected
+        );
+        assert!(matches!(
+            encode_err(
+                ProtocolVersion::V5,
+                &connack(true, ReasonCode::NotAuthorized)
+            ),
+            EncodeError::NotAllowed(_)
+        ));
+    }
+
+    #[test]
+    fn unknown_return_and_reason_codes_are_protocol_errors() {
+        let err = decode_err(ProtocolVersion::V311, b"\x20\x02\x00\x06");
+        assert_eq!(err, DecodeError::Protocol("reserved CONNACK return code"));
+        assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+        // 0x8E (Session taken over) is a DISCONNECT reason, 0x03 is undefined.
+        for code in [0x8E, 0x03] {
+            assert_eq!(
+                decode_err(ProtocolVersion::V5, &[0x20, 0x03, 0x00, code, 0x00]),
+                DecodeError::Protocol("reason code not allowed in this packet")
+            );
+        }
+        assert_eq!(
+            encode_err(
+                ProtocolVersion::V311,
+                &connack(false, ReasonCode::SessionTakenOver)
+            ),
+            EncodeError::NotAllowed("this reason code in this packet")
+        );
+    }
+
+    #[test]
+    fn the_v3_remaining_length_is_exactly_two() {
+        assert_eq!(
+            decode_err(ProtocolVersion::V311, b"\x20\x03\x00\x00\x00"),
+            DecodeError::Malformed("unexpected bytes after the end of the packet")
+        );
+        assert_eq!(
+            decode_err(ProtocolVersion::V311, b"\x20\x01\x00"),
+            crate::codec::wire::TRUNCATED
+        );
+    }
+
+    #[test]
+    fn property_values_are_checked() {
+        for (property, message) in [
+            (&[0x24, 0x02][..], "maximum QoS is not 0 or 1"),
+            (&[0x25, 0x02], "boolean property is not 0 or 1"),
+            (&[0x28, 0x02], "boolean property is not 0 or 1"),
+            (&[0x29, 0x02], "boolean property is not 0 or 1"),
+            (&[0x2A, 0x02], "boolean property is not 0 or 1"),
+            (&[0x21, 0x00, 0x00], "receive maximum is zero"),
+            (&[0x27, 0, 0, 0, 0], "maximum packet size is zero"),
+            (
+                &[0x24, 0x00, 0x24, 0x00],
+                "property included more than once",
+            ),
+            (&[0x17, 0x00], "property not allowed in this packet"),
+        ] {
+            let len = u8::try_from(property.len()).expect("short");
+            let bytes = frame(0x20, &cat(&[&[0x00, 0x00, len], property]));
+            assert_eq!(
+                decode_err(ProtocolVersion::V5, &bytes),
+                DecodeError::Protocol(message),
+                "{property:02X?}"
+            );
+        }
+        let mut two = ConnAck {
+            session_present: false,
+            reason: ReasonCode::Success,
+            properties: ConnAckProperties::default(),
+        };
+        two.properties.maximum_qos = Some(QoS::ExactlyOnce);
+        assert_eq!(
+            encode_err(ProtocolVersion::V5, &Packet::ConnAck(two)),
+            EncodeError::NotAllowed("a Maximum QoS of 2")
+        );
+    }
+
+    #[test]
+    fn v3_does_not_write_properties() {
+        let mut with_properties = ConnAck {
+            session_present: false,
+            reason: ReasonCode::Success,
+            properties: ConnAckProperties::default(),
+        };
+        with_properties.properties.reason_string = Some("hello".into());
+        assert_eq!(
+            encoded(ProtocolVersion::V311, &Packet::ConnAck(with_properties)),
+            b"\x20\x02\x00\x00"
+        );
+    }
+}

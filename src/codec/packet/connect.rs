@@ -80,8 +80,8 @@ pub(super) fn decode(mut body: Bytes) -> Result<Connect, DecodeError> {
         };
         Some(Will {
             properties,
-            // [MQTT-3.1.3-10] (3.1.1) / section 3.1.3.3: the Will Topic is a topic name, so it
-            // is not empty and has no wildcards.
+            // [MQTT-3.1.3-11] (3.1.1: [MQTT-3.1.3-10]) the Will Topic is a UTF-8 string; as a
+            // topic name it is not empty and has no wildcards.
             topic: read_topic_name(&mut body, false)?,
             payload: read_binary(&mut body)?,
             qos: will_qos,
@@ -90,9 +90,9 @@ pub(super) fn decode(mut body: Bytes) -> Result<Connect, DecodeError> {
     } else {
         None
     };
-    // [MQTT-3.1.3-11] (3.1.1: [MQTT-3.1.3-11]) the User Name is a UTF-8 string.
+    // [MQTT-3.1.3-12] (3.1.1: [MQTT-3.1.3-11]) the User Name is a UTF-8 string.
     let username = has_username.then(|| read_string(&mut body)).transpose()?;
-    // Section 3.1.3.6: the Password is binary data.
+    // Section 3.1.3.6 (3.1.1 section 3.1.3.5): the Password is binary data.
     let password = has_password.then(|| read_binary(&mut body)).transpose()?;
     finish(&body)?;
     Ok(Connect {

@@ -86,3 +86,107 @@ impl WriteProperties for DisconnectProperties {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::packet::testing::{
+        assert_decodes, assert_wire, decode_err, encode_err, encoded,
+    };
+    use crate::codec::{Packet, UserProperty};
+
+    fn disconnect(reason: ReasonCode) -> Packet {
+        Packet::Disconnect(Disconnect::new(reason))
+    }
+
+    #[test]
+    fn v3_both_ways() {
+        for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+            assert_wire(version, b"\xE0\x00", &disconnect(ReasonCode::Success));
+            assert_eq!(
+                decode_err(version, b"\xE0\x01\x00"),
+                DecodeError::Malformed("unexpected bytes after the end of the packet")
+            );
+            assert!(matches!(
+                encode_err(version, &disconnect(ReasonCode::ServerShuttingDown)),
+                EncodeError::NotAllowed(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn v5_short_forms_both_ways() {
+        // mosquitto_pub -V 5 ends with `e0 00`.
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\xE0\x00",
+            &disconnect(ReasonCode::Success),
+        );
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\xE0\x01\x8E",
+            &disconnect(ReasonCode::SessionTakenOver),
+        );
+        assert_decodes(
+            ProtocolVersion::V5,
+            b"\xE0\x01\x00",
+            &disconnect(ReasonCode::Success),
+        );
+        assert_decodes(
+            ProtocolVersion::V5,
+            b"\xE0\x02\x00\x00",
+            &disconnect(ReasonCode::Success),
+        );
+    }
+
+    #[test]
+    fn v5_with_every_property_both_ways() {
+        let packet = Packet::Disconnect(Disconnect {
+            reason: ReasonCode::DisconnectWithWillMessage,
+            properties: DisconnectProperties {
+                session_expiry_interval: Some(0),
+                reason_string: Some("bye".into()),
+                user_properties: vec![UserProperty {
+                    key: "k".into(),
+                    value: "v".into(),
+                }],
+                server_reference: Some("s2".into()),
+            },
+        });
+        let bytes = b"\xE0\x19\x04\x17\x11\x00\x00\x00\x00\x1F\x00\x03bye\
+            \x26\x00\x01k\x00\x01v\x1C\x00\x02s2";
+        assert_wire(ProtocolVersion::V5, bytes, &packet);
+        // Success with properties takes the long form.
+        let mut success = Disconnect::new(ReasonCode::Success);
+        success.properties.session_expiry_interval = Some(1);
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\xE0\x07\x00\x05\x11\x00\x00\x00\x01",
+            &Packet::Disconnect(success.clone()),
+        );
+        // 3.1.1 writes no properties.
+        assert_eq!(
+            encoded(ProtocolVersion::V311, &Packet::Disconnect(success)),
+            b"\xE0\x00"
+        );
+    }
+
+    #[test]
+    fn reasons_and_properties_must_belong_to_disconnect() {
+        // 0x01 is Granted QoS 1; 0x18 is Continue authentication.
+        for reason in [0x01, 0x18] {
+            assert_eq!(
+                decode_err(ProtocolVersion::V5, &[0xE0, 0x01, reason]),
+                DecodeError::Protocol("reason code not allowed in this packet")
+            );
+        }
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\xE0\x05\x00\x03\x23\x00\x01"),
+            DecodeError::Protocol("property not allowed in this packet")
+        );
+        assert_eq!(
+            encode_err(ProtocolVersion::V5, &disconnect(ReasonCode::GrantedQoS1)),
+            EncodeError::NotAllowed("this reason code in this packet")
+        );
+    }
+}

@@ -174,21 +174,19 @@ pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext) -> Result<Option<Packet>,
     match parse_body(header, frame.slice(header_len..), ctx.version) {
         Ok(packet) => Ok(Some(packet)),
         Err(err) => {
-            put_back(buf, frame);
+            put_back(buf, &frame);
             Err(err)
         }
     }
 }
 
 /// Returns a frame that failed to parse to the front of the buffer, so an error consumes nothing.
-/// Its slices were dropped with the error, so it is normally unique and rejoins the buffer's
-/// allocation without a copy.
-fn put_back(buf: &mut BytesMut, frame: Bytes) {
-    let mut whole = match frame.try_into_mut() {
-        Ok(whole) => whole,
-        Err(shared) => BytesMut::from(&shared[..]),
-    };
-    whole.unsplit(buf.split());
+/// This copies (the frame still shares its allocation with `buf`), which is fine on a path that
+/// ends the connection.
+fn put_back(buf: &mut BytesMut, frame: &[u8]) {
+    let mut whole = BytesMut::with_capacity(frame.len() + buf.len());
+    whole.extend_from_slice(frame);
+    whole.extend_from_slice(buf);
     *buf = whole;
 }
 
@@ -407,5 +405,240 @@ impl FixedHeader {
     fn write(&self, out: &mut BytesMut) {
         out.write_u8(self.first);
         varint::write(out, self.remaining);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{ALL_VERSIONS, assert_wire, ctx, decode_err};
+    use super::*;
+    use crate::codec::{PacketId, PubResponse, Publish, PublishProperties};
+    use crate::topic::TopicName;
+
+    /// A QoS 0 PUBLISH to "t", whose frame has 3 bytes of topic before the payload.
+    fn publish_to_t(payload: Vec<u8>) -> Packet {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: TopicName::new("t").expect("valid"),
+            packet_id: None,
+            properties: PublishProperties::default(),
+            payload: Bytes::from(payload),
+        })
+    }
+
+    #[test]
+    fn reserved_packet_type_0_is_malformed_from_its_first_byte() {
+        for version in ALL_VERSIONS {
+            for bytes in [&b"\x00"[..], b"\x00\x00"] {
+                assert_eq!(
+                    decode_err(version, bytes),
+                    DecodeError::Malformed("reserved packet type 0")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn type_15_is_malformed_before_v5() {
+        for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+            assert_eq!(
+                decode_err(version, b"\xF0"),
+                DecodeError::Malformed("AUTH exists only in MQTT 5")
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_header_flags_must_match_section_2_1_3() {
+        // [MQTT-2.1.3-1] One wrong first byte per packet type, checked before the length.
+        let wrong = [
+            0x11, 0x28, 0x41, 0x52, 0x60, 0x64, 0x6A, 0x74, 0x80, 0x83, 0x91, 0xA0, 0xA3, 0xB2,
+            0xC1, 0xD8, 0xE1, 0xF2,
+        ];
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            for first in wrong {
+                if first >> 4 == kind::AUTH && !version.is_v5() {
+                    continue;
+                }
+                let err = decode_err(version, &[first]);
+                assert_eq!(
+                    err,
+                    DecodeError::Malformed("invalid fixed header flags"),
+                    "{first:02X}"
+                );
+                assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+            }
+        }
+    }
+
+    #[test]
+    fn v31_does_not_check_the_flags_of_other_packets() {
+        // A 3.1 client retrying PUBREL sets DUP; 3.1 marks the flags of acknowledgements unused.
+        let id = PacketId::new(1).expect("non-zero");
+        let mut buf = BytesMut::from(&b"\x6A\x02\x00\x01\x41\x02\x00\x01"[..]);
+        let v31 = ctx(ProtocolVersion::V31);
+        assert_eq!(
+            decode(&mut buf, &v31),
+            Ok(Some(Packet::PubRel(PubResponse::success(id))))
+        );
+        assert_eq!(
+            decode(&mut buf, &v31),
+            Ok(Some(Packet::PubAck(PubResponse::success(id))))
+        );
+    }
+
+    #[test]
+    fn publish_qos_3_and_dup_at_qos_0_are_malformed() {
+        for version in ALL_VERSIONS {
+            // [MQTT-3.3.1-4]
+            for first in [0x36, 0x37, 0x3E] {
+                assert_eq!(
+                    decode_err(version, &[first, 0x03, 0x00, 0x01, b't']),
+                    DecodeError::Malformed("PUBLISH with QoS 3")
+                );
+            }
+            // [MQTT-3.3.1-2]
+            for first in [0x38, 0x39] {
+                assert_eq!(
+                    decode_err(version, &[first]),
+                    DecodeError::Malformed("PUBLISH with DUP set at QoS 0")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn remaining_length_boundaries_both_ways() {
+        assert_wire(ProtocolVersion::V311, b"\xC0\x00", &Packet::PingReq);
+        for (remaining, header) in [
+            (127usize, &[0x30, 0x7F][..]),
+            (128, &[0x30, 0x80, 0x01]),
+            (16_383, &[0x30, 0xFF, 0x7F]),
+            (16_384, &[0x30, 0x80, 0x80, 0x01]),
+            (2_097_151, &[0x30, 0xFF, 0xFF, 0x7F]),
+            (2_097_152, &[0x30, 0x80, 0x80, 0x80, 0x01]),
+        ] {
+            let packet = publish_to_t(vec![0xA5; remaining - 3]);
+            let mut out = BytesMut::new();
+            encode(&packet, ProtocolVersion::V311, &mut out).expect("encodable");
+            assert_eq!(&out[..header.len()], header, "remaining length {remaining}");
+            assert_eq!(out.len(), header.len() + remaining);
+            assert_eq!(encoded_len(&packet, ProtocolVersion::V311), Ok(out.len()));
+            let decoded = decode(&mut out, &ctx(ProtocolVersion::V311));
+            assert_eq!(decoded, Ok(Some(packet)), "remaining length {remaining}");
+            assert!(out.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_largest_remaining_length_waits_for_its_body() {
+        let header = [0x30, 0xFF, 0xFF, 0xFF, 0x7F];
+        let mut buf = BytesMut::from(&header[..]);
+        assert_eq!(decode(&mut buf, &ctx(ProtocolVersion::V5)), Ok(None));
+        assert_eq!(&buf[..], &header[..]);
+        let mut small = ctx(ProtocolVersion::V5);
+        small.max_packet_size = 1024;
+        assert_eq!(
+            decode(&mut buf, &small),
+            Err(DecodeError::PacketTooLarge {
+                size: 268_435_455 + 5,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn a_fifth_length_byte_is_malformed_at_once() {
+        for version in ALL_VERSIONS {
+            for bytes in [&b"\x30\xFF\xFF\xFF\xFF"[..], b"\x30\x80\x80\x80\x80\x01"] {
+                assert_eq!(
+                    decode_err(version, bytes),
+                    DecodeError::Malformed("variable byte integer longer than four bytes")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_padded_remaining_length_is_malformed() {
+        // [MQTT-1.5.5-1] 0 encoded in two bytes.
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\xC0\x80\x00"),
+            DecodeError::Malformed("variable byte integer is not minimally encoded")
+        );
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_when_only_its_fixed_header_has_arrived() {
+        let mut limited = ctx(ProtocolVersion::V311);
+        limited.max_packet_size = 100;
+        // Remaining length 200: a 203-byte frame.
+        let mut buf = BytesMut::from(&b"\x30\xC8\x01"[..]);
+        let err = decode(&mut buf, &limited).expect_err("too large");
+        assert_eq!(
+            err,
+            DecodeError::PacketTooLarge {
+                size: 203,
+                max: 100
+            }
+        );
+        assert_eq!(err.reason_code(), ReasonCode::PacketTooLarge);
+        assert_eq!(&buf[..], b"\x30\xC8\x01");
+        assert!(buf.capacity() < 203, "nothing reserved for a refused frame");
+    }
+
+    #[test]
+    fn the_limit_counts_the_whole_frame() {
+        let packet = publish_to_t(vec![0xA5; 95]);
+        let mut bytes = BytesMut::new();
+        encode(&packet, ProtocolVersion::V311, &mut bytes).expect("encodable");
+        assert_eq!(bytes.len(), 100);
+        let mut limited = ctx(ProtocolVersion::V311);
+        limited.max_packet_size = 100;
+        assert_eq!(decode(&mut bytes.clone(), &limited), Ok(Some(packet)));
+        limited.max_packet_size = 99;
+        assert_eq!(
+            decode(&mut bytes, &limited),
+            Err(DecodeError::PacketTooLarge { size: 100, max: 99 })
+        );
+    }
+
+    #[test]
+    fn an_incomplete_frame_reserves_room_for_the_rest() {
+        let mut buf = BytesMut::from(&b"\x30\xC8\x01\x00"[..]);
+        assert_eq!(decode(&mut buf, &ctx(ProtocolVersion::V311)), Ok(None));
+        assert_eq!(&buf[..], b"\x30\xC8\x01\x00");
+        assert!(buf.capacity() >= 203);
+    }
+
+    #[test]
+    fn back_to_back_frames_decode_one_at_a_time() {
+        let id = PacketId::new(5).expect("non-zero");
+        let mut buf = BytesMut::from(&b"\x30\x04\x00\x01tx\x40\x02\x00\x05\xC0\x00\xD0"[..]);
+        let v311 = ctx(ProtocolVersion::V311);
+        assert_eq!(
+            decode(&mut buf, &v311),
+            Ok(Some(publish_to_t(b"x".to_vec())))
+        );
+        assert_eq!(&buf[..], b"\x40\x02\x00\x05\xC0\x00\xD0");
+        assert_eq!(
+            decode(&mut buf, &v311),
+            Ok(Some(Packet::PubAck(PubResponse::success(id))))
+        );
+        assert_eq!(decode(&mut buf, &v311), Ok(Some(Packet::PingReq)));
+        assert_eq!(decode(&mut buf, &v311), Ok(None));
+        assert_eq!(&buf[..], b"\xD0");
+    }
+
+    #[test]
+    fn an_error_consumes_nothing_even_with_frames_behind_it() {
+        // A PUBACK with packet identifier 0, then a valid PINGREQ.
+        let bytes = b"\x40\x02\x00\x00\xC0\x00";
+        assert_eq!(
+            decode_err(ProtocolVersion::V311, bytes),
+            DecodeError::Protocol("packet identifier is zero")
+        );
     }
 }

@@ -78,3 +78,129 @@ pub(super) fn write<S: Sink>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::packet::testing::{assert_wire, decode_err, encode_err, encoded};
+    use crate::codec::{Packet, PacketId, UserProperty};
+
+    fn suback(reasons: Vec<ReasonCode>) -> Packet {
+        Packet::SubAck(SubAck {
+            packet_id: PacketId::new(7).expect("non-zero"),
+            properties: AckProperties::default(),
+            reasons,
+        })
+    }
+
+    #[test]
+    fn v311_both_ways() {
+        assert_wire(
+            ProtocolVersion::V311,
+            b"\x90\x06\x00\x07\x00\x01\x02\x80",
+            &suback(vec![
+                ReasonCode::Success,
+                ReasonCode::GrantedQoS1,
+                ReasonCode::GrantedQoS2,
+                ReasonCode::UnspecifiedError,
+            ]),
+        );
+    }
+
+    #[test]
+    fn v31_has_no_failure_code() {
+        assert_wire(
+            ProtocolVersion::V31,
+            b"\x90\x04\x00\x07\x02\x00",
+            &suback(vec![ReasonCode::GrantedQoS2, ReasonCode::Success]),
+        );
+        assert_eq!(
+            decode_err(ProtocolVersion::V31, b"\x90\x03\x00\x07\x80"),
+            DecodeError::Protocol("reserved SUBACK return code")
+        );
+        assert!(matches!(
+            encode_err(
+                ProtocolVersion::V31,
+                &suback(vec![ReasonCode::NotAuthorized])
+            ),
+            EncodeError::NotAllowed(_)
+        ));
+    }
+
+    #[test]
+    fn v311_writes_every_failure_as_0x80() {
+        assert_eq!(
+            encoded(
+                ProtocolVersion::V311,
+                &suback(vec![ReasonCode::NotAuthorized, ReasonCode::QuotaExceeded])
+            ),
+            b"\x90\x04\x00\x07\x80\x80"
+        );
+    }
+
+    #[test]
+    fn v5_with_every_property_both_ways() {
+        let packet = Packet::SubAck(SubAck {
+            packet_id: PacketId::new(7).expect("non-zero"),
+            properties: AckProperties {
+                reason_string: Some("r".into()),
+                user_properties: vec![UserProperty {
+                    key: "k".into(),
+                    value: "v".into(),
+                }],
+            },
+            reasons: vec![
+                ReasonCode::GrantedQoS1,
+                ReasonCode::WildcardSubscriptionsNotSupported,
+            ],
+        });
+        let bytes = b"\x90\x10\x00\x07\x0B\x1F\x00\x01r\x26\x00\x01k\x00\x01v\x01\xA2";
+        assert_wire(ProtocolVersion::V5, bytes, &packet);
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\x90\x04\x00\x07\x00\x8F",
+            &suback(vec![ReasonCode::TopicFilterInvalid]),
+        );
+    }
+
+    #[test]
+    fn reserved_and_misplaced_codes_are_protocol_errors() {
+        // [MQTT-3.9.3-2]
+        assert_eq!(
+            decode_err(ProtocolVersion::V311, b"\x90\x03\x00\x07\x03"),
+            DecodeError::Protocol("reserved SUBACK return code")
+        );
+        assert_eq!(
+            decode_err(ProtocolVersion::V311, b"\x90\x03\x00\x07\x87"),
+            DecodeError::Protocol("reserved SUBACK return code")
+        );
+        // 0x11 (No subscription existed) belongs to UNSUBACK.
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\x90\x04\x00\x07\x00\x11"),
+            DecodeError::Protocol("reason code not allowed in this packet")
+        );
+        assert_eq!(
+            encode_err(
+                ProtocolVersion::V5,
+                &suback(vec![ReasonCode::NoSubscriptionExisted])
+            ),
+            EncodeError::NotAllowed("this reason code in this packet")
+        );
+    }
+
+    #[test]
+    fn at_least_one_code() {
+        assert_eq!(
+            decode_err(ProtocolVersion::V311, b"\x90\x02\x00\x07"),
+            DecodeError::Protocol("SUBACK without return codes")
+        );
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\x90\x03\x00\x07\x00"),
+            DecodeError::Protocol("SUBACK without return codes")
+        );
+        assert!(matches!(
+            encode_err(ProtocolVersion::V5, &suback(Vec::new())),
+            EncodeError::NotAllowed(_)
+        ));
+    }
+}

@@ -63,3 +63,83 @@ pub(super) fn write<S: Sink>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::packet::testing::{assert_wire, decode_err, encode_err, encoded};
+    use crate::codec::{Packet, PacketId, ReasonCode, UserProperty};
+
+    fn unsuback(reasons: Vec<ReasonCode>) -> Packet {
+        Packet::UnsubAck(UnsubAck {
+            packet_id: PacketId::new(3).expect("non-zero"),
+            properties: AckProperties::default(),
+            reasons,
+        })
+    }
+
+    #[test]
+    fn v3_both_ways() {
+        for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+            assert_wire(version, b"\xB0\x02\x00\x03", &unsuback(Vec::new()));
+            assert_eq!(
+                decode_err(version, b"\xB0\x03\x00\x03\x00"),
+                DecodeError::Malformed("unexpected bytes after the end of the packet")
+            );
+            // The 5.0 reasons are not written.
+            assert_eq!(
+                encoded(version, &unsuback(vec![ReasonCode::NoSubscriptionExisted])),
+                b"\xB0\x02\x00\x03"
+            );
+        }
+    }
+
+    #[test]
+    fn v5_with_every_property_both_ways() {
+        let packet = Packet::UnsubAck(UnsubAck {
+            packet_id: PacketId::new(3).expect("non-zero"),
+            properties: AckProperties {
+                reason_string: Some("r".into()),
+                user_properties: vec![UserProperty {
+                    key: "k".into(),
+                    value: "v".into(),
+                }],
+            },
+            reasons: vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted],
+        });
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\xB0\x10\x00\x03\x0B\x1F\x00\x01r\x26\x00\x01k\x00\x01v\x00\x11",
+            &packet,
+        );
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\xB0\x04\x00\x03\x00\x87",
+            &unsuback(vec![ReasonCode::NotAuthorized]),
+        );
+    }
+
+    #[test]
+    fn v5_needs_allowed_reasons_and_at_least_one() {
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\xB0\x03\x00\x03\x00"),
+            DecodeError::Protocol("UNSUBACK without reason codes")
+        );
+        // 0x01 (Granted QoS 1) belongs to SUBACK.
+        assert_eq!(
+            decode_err(ProtocolVersion::V5, b"\xB0\x04\x00\x03\x00\x01"),
+            DecodeError::Protocol("reason code not allowed in this packet")
+        );
+        assert!(matches!(
+            encode_err(ProtocolVersion::V5, &unsuback(Vec::new())),
+            EncodeError::NotAllowed(_)
+        ));
+        assert_eq!(
+            encode_err(
+                ProtocolVersion::V5,
+                &unsuback(vec![ReasonCode::GrantedQoS1])
+            ),
+            EncodeError::NotAllowed("this reason code in this packet")
+        );
+    }
+}

@@ -75,3 +75,95 @@ impl WriteProperties for UserPropertiesRef<'_> {
         property::write_user_properties(s, self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::packet::testing::{
+        ALL_VERSIONS, assert_wire, decode_err, encode_err, encoded,
+    };
+    use crate::codec::{Packet, PacketId, ReasonCode};
+    use crate::topic::{TopicError, TopicFilter};
+
+    fn unsubscribe(filters: &[&str], user_properties: Vec<UserProperty>) -> Packet {
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: PacketId::new(3).expect("non-zero"),
+            user_properties,
+            filters: filters
+                .iter()
+                .map(|f| TopicFilter::new(f).expect("valid"))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn v3_both_ways() {
+        for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+            assert_wire(
+                version,
+                b"\xA2\x09\x00\x03\x00\x01#\x00\x02a/",
+                &unsubscribe(&["#", "a/"], Vec::new()),
+            );
+        }
+    }
+
+    #[test]
+    fn v5_with_every_property_both_ways() {
+        let users = vec![UserProperty {
+            key: "k".into(),
+            value: "v".into(),
+        }];
+        assert_wire(
+            ProtocolVersion::V5,
+            b"\xA2\x0D\x00\x03\x07\x26\x00\x01k\x00\x01v\x00\x01+",
+            &unsubscribe(&["+"], users.clone()),
+        );
+        // 3.1.1 has no properties to write.
+        assert_eq!(
+            encoded(ProtocolVersion::V311, &unsubscribe(&["+"], users)),
+            b"\xA2\x05\x00\x03\x00\x01+"
+        );
+    }
+
+    #[test]
+    fn at_least_one_filter() {
+        // [MQTT-3.10.3-2]
+        for version in ALL_VERSIONS {
+            let bytes: &[u8] = if version.is_v5() {
+                b"\xA2\x03\x00\x03\x00"
+            } else {
+                b"\xA2\x02\x00\x03"
+            };
+            let err = decode_err(version, bytes);
+            assert_eq!(
+                err,
+                DecodeError::Protocol("UNSUBSCRIBE without topic filters")
+            );
+            assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+            assert!(matches!(
+                encode_err(version, &unsubscribe(&[], Vec::new())),
+                EncodeError::NotAllowed(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn invalid_filters_and_properties_are_refused() {
+        assert_eq!(
+            decode_err(ProtocolVersion::V311, b"\xA2\x06\x00\x03\x00\x02#a"),
+            DecodeError::TopicFilter(TopicError::MisplacedMultiLevelWildcard)
+        );
+        // Only User Properties: a Reason String is not allowed here.
+        assert_eq!(
+            decode_err(
+                ProtocolVersion::V5,
+                b"\xA2\x09\x00\x03\x03\x1F\x00\x00\x00\x01#"
+            ),
+            DecodeError::Protocol("property not allowed in this packet")
+        );
+        assert_eq!(
+            decode_err(ProtocolVersion::V311, b"\xA2\x05\x00\x00\x00\x01#"),
+            DecodeError::Protocol("packet identifier is zero")
+        );
+    }
+}
