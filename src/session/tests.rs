@@ -730,6 +730,9 @@ fn a_will_expiry_runs_from_its_publication_not_from_the_disconnect() {
     // Published 30 s after the disconnect (its delay), it then lives its full 10 s.
     let published = t0 + Duration::from_secs(30);
     let message = will.publish(published);
-    assert_eq!(message.expires_at, Some(published + Duration::from_secs(10)));
+    assert_eq!(
+        message.expires_at,
+        Some(published + Duration::from_secs(10))
+    );
     assert_eq!(message.remaining_expiry(published), Some(10));
 }

@@ -140,10 +140,13 @@ fn publish_flags(flags: u8) -> Result<Header, DecodeError> {
     }))
 }
 
+/// The most `decode` reserves ahead of bytes that have arrived, for an incomplete frame.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Decodes one packet from the front of `buf`.
 ///
-/// Returns `Ok(None)` while the frame is incomplete, having reserved room for the rest of it once
-/// its size is known; a frame larger than `ctx.max_packet_size` (fixed header included) is
+/// Returns `Ok(None)` while the frame is incomplete, having reserved room for more of it (at most
+/// [`RESERVE_AHEAD`] bytes) once its size is known; a frame larger than `ctx.max_packet_size` (fixed header included) is
 /// refused as soon as its remaining length has arrived. Bytes are consumed only on `Ok(Some)`.
 pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext) -> Result<Option<Packet>, DecodeError> {
     let Some((&first, rest)) = buf.split_first() else {
@@ -167,7 +170,9 @@ pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext) -> Result<Option<Packet>,
         });
     }
     if buf.len() < frame_len {
-        buf.reserve(frame_len - buf.len());
+        // Room for the rest of the frame, but never more than RESERVE_AHEAD at a time: a peer
+        // announcing a huge packet must send it before we hold memory for it.
+        buf.reserve((frame_len - buf.len()).min(RESERVE_AHEAD));
         return Ok(None);
     }
     let frame = buf.split_to(frame_len).freeze();
@@ -414,6 +419,19 @@ mod tests {
     use super::*;
     use crate::codec::{PacketId, PubResponse, Publish, PublishProperties};
     use crate::topic::TopicName;
+
+    #[test]
+    fn an_announced_huge_frame_reserves_only_a_bounded_amount_ahead() {
+        // PUBLISH claiming a remaining length of 200,000,000 bytes, within the default maximum.
+        let mut buf = BytesMut::from(&[0x30, 0x80, 0xA8, 0xAE, 0x5F][..]);
+        assert_eq!(decode(&mut buf, &DecodeContext::default()), Ok(None));
+        assert_eq!(buf.len(), 5, "nothing consumed");
+        assert!(
+            buf.capacity() <= 5 + RESERVE_AHEAD,
+            "reserved {}",
+            buf.capacity()
+        );
+    }
 
     /// A QoS 0 PUBLISH to "t", whose frame has 3 bytes of topic before the payload.
     fn publish_to_t(payload: Vec<u8>) -> Packet {
