@@ -141,7 +141,7 @@ struct Broker {
 impl Broker {
     fn start() -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
-            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
+            .args(["-l", "127.0.0.1:0", "--log-level", "info"])
             .env_remove("STARLING_CONFIG")
             .env_remove("STARLING_LOG")
             .stdin(Stdio::null())
@@ -220,6 +220,9 @@ impl Tool {
     fn spawn(program: &str, args: &[String], stdin: Option<&str>) -> Tool {
         let mut child = Command::new(program)
             .args(args)
+            // mosquitto_pub/sub read default options from $XDG_CONFIG_HOME (or ~/.config): none
+            // of a developer's settings may leak into a test.
+            .env("XDG_CONFIG_HOME", "/nonexistent/starling-interop")
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
