@@ -242,6 +242,11 @@ impl Connection {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // Packets that came in the same read as CONNECT are already buffered: no readiness event
+        // will announce them.
+        if let Err(ending) = self.handle_input(broker, slot, session, actions) {
+            return ending;
+        }
         loop {
             if let Err(ending) = self.pump(broker, slot, session, actions, &mut batch) {
                 return ending;

@@ -1,0 +1,942 @@
+//! Interop with third-party clients against the built `starling` binary: mosquitto_pub and
+//! mosquitto_sub (MQTT 3.1, 3.1.1 and 5.0), and the Eclipse Paho Python client 2.x
+//! (`tests/interop/paho_check.py`).
+//!
+//! Each test starts its own broker process on `127.0.0.1:0` and reads the real address from the
+//! line it prints (`starling <version> listening on <addr>`). Every child process sits in a guard
+//! that kills it when the test ends, also when it fails; a failing test prints the broker's log.
+//!
+//! The clients are external tools. When one is missing, its tests print a SKIPPED line to stderr
+//! and pass, unless `STARLING_REQUIRE_INTEROP=1` (CI sets it): then a missing tool is a failure.
+//!
+//! mosquitto_sub buffers its output on a pipe and flushes only after a message, so its
+//! "Subscribed" debug line cannot tell a test when to publish. Instead every subscriber also
+//! subscribes, last, to a topic of its own that holds a retained probe message: the broker sends
+//! retained messages once the whole SUBSCRIBE is in place and in filter order, so the probe's line
+//! proves the subscriptions exist and that no retained message for the earlier filters came. The
+//! probe counts towards `-C`; the helpers add it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long anything that should happen may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Silence that shows something does not arrive.
+const QUIET: Duration = Duration::from_millis(400);
+
+/// A whole Paho scenario; the script's own watchdog is 60 s.
+const PAHO_WAIT: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------------------------------------
+// Which tools are here
+// ---------------------------------------------------------------------------------------------
+
+fn interop_required() -> bool {
+    std::env::var("STARLING_REQUIRE_INTEROP").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether a test may go on. When its tool is missing: fails if interop is required, otherwise
+/// prints a SKIPPED line straight to stderr (past the test harness's output capture, so it shows
+/// for a passing test) and returns false.
+fn tool_available(found: bool, missing: &str, install: &str) -> bool {
+    if found {
+        return true;
+    }
+    if interop_required() {
+        panic!("{missing}; {install} (STARLING_REQUIRE_INTEROP is set, so this is a failure)");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED: {missing}; {install} or set STARLING_REQUIRE_INTEROP=1 to make this a \
+         failure ***\n"
+    );
+    false
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(program)))
+    })
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+fn mosquitto_available() -> bool {
+    tool_available(
+        on_path("mosquitto_pub") && on_path("mosquitto_sub"),
+        "mosquitto_pub not found",
+        "install mosquitto-clients",
+    )
+}
+
+fn paho_available() -> bool {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    let found = *FOUND.get_or_init(|| {
+        Command::new("python3")
+            .args([
+                "-c",
+                "import paho.mqtt.client as m; m.CallbackAPIVersion.VERSION2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    });
+    tool_available(
+        found,
+        "python3 with paho-mqtt 2.x not found",
+        "install it with `python3 -m pip install 'paho-mqtt>=2,<3'`",
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+/// Sends every line `reader` produces to `lines`, also appending it to `log` if given.
+fn forward_lines(
+    reader: impl Read + Send + 'static,
+    lines: Option<Sender<String>>,
+    log: Option<Arc<Mutex<Vec<String>>>>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { return };
+            if let Some(log) = &log {
+                log.lock().expect("log lock").push(line.clone());
+            }
+            if let Some(lines) = &lines {
+                let _ = lines.send(line);
+            }
+        }
+    });
+}
+
+/// The broker binary, killed when dropped.
+struct Broker {
+    child: Child,
+    addr: SocketAddr,
+    /// Everything it printed, shown when a test fails.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+            .args(["-l", "127.0.0.1:0", "--log-level", "info"])
+            .env_remove("STARLING_CONFIG")
+            .env_remove("STARLING_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the starling binary");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        forward_lines(
+            child.stdout.take().expect("stdout"),
+            Some(tx),
+            Some(log.clone()),
+        );
+        forward_lines(
+            child.stderr.take().expect("stderr"),
+            None,
+            Some(log.clone()),
+        );
+        let mut broker = Broker {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            log,
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = listening_addr(&line) {
+                        broker.addr = addr;
+                        return broker;
+                    }
+                }
+                Err(_) => panic!("starling printed no address within {WAIT:?}"),
+            }
+        }
+    }
+
+    fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+}
+
+/// The address in `starling <version> listening on <addr>`.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix("starling ")?;
+    let (_version, addr) = rest.split_once(" listening on ")?;
+    addr.trim().parse().ok()
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let log = self
+                .log
+                .lock()
+                .map(|log| log.join("\n"))
+                .unwrap_or_default();
+            eprintln!("--- starling output ---\n{log}\n--- end of starling output ---");
+        }
+    }
+}
+
+/// A client tool, its stdout and stderr lines collected as they come; killed when dropped.
+struct Tool {
+    name: String,
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Tool {
+    fn spawn(program: &str, args: &[String], stdin: Option<&str>) -> Tool {
+        let mut child = Command::new(program)
+            .args(args)
+            // mosquitto_pub/sub read default options from $XDG_CONFIG_HOME (or ~/.config): none
+            // of a developer's settings may leak into a test.
+            .env("XDG_CONFIG_HOME", "/nonexistent/starling-interop")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(input.as_bytes()).expect("write stdin");
+        }
+        let (tx, rx) = mpsc::channel();
+        forward_lines(child.stdout.take().expect("stdout"), Some(tx.clone()), None);
+        forward_lines(child.stderr.take().expect("stderr"), Some(tx), None);
+        Tool {
+            name: format!("{program} {}", args.join(" ")),
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line for which `want` holds.
+    fn wait_for_line(&mut self, what: &str, want: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = want(&line);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no {what} from `{}` within {WAIT:?}; it printed:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "`{}` ended before {what}; it printed:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits up to `wait` for the tool to exit and returns its status and every line it printed.
+    fn finish_within(&mut self, wait: Duration) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + wait;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                self.collect_rest();
+                panic!(
+                    "`{}` still running after {wait:?}; it printed:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        self.collect_rest();
+        (status, self.seen.clone())
+    }
+
+    fn finish(&mut self) -> (ExitStatus, Vec<String>) {
+        self.finish_within(WAIT)
+    }
+
+    /// SIGKILL, then every line it printed.
+    fn kill(&mut self) -> Vec<String> {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+        self.collect_rest();
+        self.seen.clone()
+    }
+
+    /// Takes the lines still in flight; the readers stop when the pipes close.
+    fn collect_rest(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            self.seen.push(line);
+        }
+    }
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mosquitto_pub and mosquitto_sub
+// ---------------------------------------------------------------------------------------------
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// A client id, short enough for MQTT 3.1 (23 characters).
+fn client_id(role: &str) -> String {
+    format!("{role}{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+/// How received messages are printed: a marker, then fields separated by '|'.
+const FORMAT: &str = "MSG|%t|%q|%r|%p";
+
+fn common_args(broker: &Broker, version: &str, id: &str) -> Vec<String> {
+    [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port(),
+        "-V",
+        version,
+        "-i",
+        id,
+        "-d",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// Runs mosquitto_pub to completion (`stdin` feeds `-l`); it must succeed. Returns its output.
+fn mosquitto_pub_with(
+    broker: &Broker,
+    version: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Vec<String> {
+    let mut all = common_args(broker, version, &client_id("p"));
+    all.extend(strings(args));
+    let mut publisher = Tool::spawn("mosquitto_pub", &all, stdin);
+    let (status, lines) = publisher.finish();
+    assert!(
+        status.success(),
+        "mosquitto_pub {} failed ({status}):\n{}",
+        all.join(" "),
+        lines.join("\n")
+    );
+    lines
+}
+
+fn mosquitto_pub(broker: &Broker, version: &str, args: &[&str]) -> Vec<String> {
+    mosquitto_pub_with(broker, version, args, None)
+}
+
+/// A running mosquitto_sub whose subscriptions are in place.
+struct Sub {
+    tool: Tool,
+    probe_topic: String,
+}
+
+impl Sub {
+    /// Starts mosquitto_sub with `args` (topics, QoS, will, properties) printing `format`, waits
+    /// for its probe, and returns. With `count`, it exits after that many messages besides the
+    /// probe.
+    fn start(
+        broker: &Broker,
+        version: &str,
+        args: &[&str],
+        count: Option<usize>,
+        format: &str,
+    ) -> Sub {
+        let id = client_id("s");
+        let probe_topic = format!("probe/{id}");
+        mosquitto_pub(
+            broker,
+            "311",
+            &["-t", &probe_topic, "-q", "1", "-r", "-m", "probe"],
+        );
+        let mut all = common_args(broker, version, &id);
+        all.extend(strings(args));
+        all.extend(strings(&["-t", &probe_topic, "-F", format, "-W", "30"]));
+        if let Some(count) = count {
+            all.extend(strings(&["-C", &(count + 1).to_string()]));
+        }
+        let mut tool = Tool::spawn("mosquitto_sub", &all, None);
+        let probe_line = format!("MSG|{probe_topic}|");
+        tool.wait_for_line("probe message", |line| line.starts_with(&probe_line));
+        Sub { tool, probe_topic }
+    }
+
+    fn plain(broker: &Broker, version: &str, args: &[&str], count: Option<usize>) -> Sub {
+        Sub::start(broker, version, args, count, FORMAT)
+    }
+
+    /// Waits for exit (after `-C`); it must succeed. Returns its output.
+    fn finish(&mut self) -> Vec<String> {
+        let (status, lines) = self.tool.finish();
+        assert!(
+            status.success(),
+            "`{}` failed ({status}):\n{}",
+            self.tool.name,
+            lines.join("\n")
+        );
+        lines
+    }
+
+    /// The received messages other than the probe, each as its '|'-separated fields.
+    fn messages(&self, lines: &[String]) -> Vec<Vec<String>> {
+        let probe = format!("MSG|{}|", self.probe_topic);
+        lines
+            .iter()
+            .filter(|line| line.starts_with("MSG|") && !line.starts_with(&probe))
+            .map(|line| line["MSG|".len()..].split('|').map(String::from).collect())
+            .collect()
+    }
+}
+
+fn fields(values: &[&str]) -> Vec<String> {
+    strings(values)
+}
+
+/// The QoS flow in mosquitto's debug output: `sending PUBLISH q1`, `received PUBACK`, ..., with
+/// every acknowledgement's reason code checked to be 0 where mosquitto prints one.
+fn qos_flow(lines: &[String]) -> Vec<String> {
+    let mut flow = Vec::new();
+    for line in lines {
+        let Some(rest) = line.strip_prefix("Client ") else {
+            continue;
+        };
+        let Some((_, event)) = rest.split_once(' ') else {
+            continue;
+        };
+        let mut words = event.split_whitespace();
+        let (Some(direction), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if !["PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP"].contains(&kind) {
+            continue;
+        }
+        for code in ["RC:", "rc"] {
+            if let Some(at) = event.find(&format!(", {code}")) {
+                let value = &event[at + 2 + code.len()..];
+                assert!(value.starts_with('0'), "a non-zero reason code in `{line}`");
+            }
+        }
+        if kind == "PUBLISH" {
+            let qos = event
+                .split(", ")
+                .find(|part| part.starts_with('q'))
+                .expect("PUBLISH shows its QoS");
+            flow.push(format!("{direction} {kind} {qos}"));
+        } else {
+            flow.push(format!("{direction} {kind}"));
+        }
+    }
+    flow
+}
+
+/// The flow a publisher of `qos` goes through.
+fn publisher_flow(qos: u8) -> Vec<String> {
+    let mut flow = vec![format!("sending PUBLISH q{qos}")];
+    match qos {
+        0 => {}
+        1 => flow.push("received PUBACK".into()),
+        _ => {
+            flow.extend(["received PUBREC", "sending PUBREL", "received PUBCOMP"].map(String::from))
+        }
+    }
+    flow
+}
+
+/// The flow a subscriber goes through receiving at `qos`.
+fn subscriber_flow(qos: u8) -> Vec<String> {
+    let mut flow = vec![format!("received PUBLISH q{qos}")];
+    match qos {
+        0 => {}
+        1 => flow.push("sending PUBACK".into()),
+        _ => {
+            flow.extend(["sending PUBREC", "received PUBREL", "sending PUBCOMP"].map(String::from))
+        }
+    }
+    flow
+}
+
+/// A message published at `qos` reaches a QoS 2 subscriber once, at `qos`, and both clients go
+/// through exactly the QoS flow of section 4.3 with success codes.
+fn round_trip(version: &str, qos: u8) {
+    if !mosquitto_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let mut sub = Sub::plain(&broker, version, &["-t", "rt/#", "-q", "2"], Some(1));
+    let qos_arg = qos.to_string();
+    let published = mosquitto_pub(
+        &broker,
+        version,
+        &["-t", "rt/x", "-q", &qos_arg, "-m", "hello"],
+    );
+    assert_eq!(qos_flow(&published), publisher_flow(qos), "publisher");
+    let lines = sub.finish();
+    assert_eq!(
+        sub.messages(&lines),
+        [fields(&["rt/x", &qos_arg, "0", "hello"])]
+    );
+    // The probe (retained, QoS 1) comes first, then the message.
+    let mut expected = subscriber_flow(1);
+    expected.extend(subscriber_flow(qos));
+    assert_eq!(qos_flow(&lines), expected, "subscriber");
+}
+
+macro_rules! round_trips {
+    ($($name:ident: $version:expr, $qos:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            round_trip($version, $qos);
+        }
+    )*};
+}
+
+round_trips! {
+    mosquitto_v311_qos0_round_trip: "311", 0;
+    mosquitto_v311_qos1_round_trip: "311", 1;
+    mosquitto_v311_qos2_round_trip: "311", 2;
+    mosquitto_v5_qos0_round_trip: "5", 0;
+    mosquitto_v5_qos1_round_trip: "5", 1;
+    mosquitto_v5_qos2_round_trip: "5", 2;
+    mosquitto_v31_qos0_round_trip: "31", 0;
+    mosquitto_v31_qos1_round_trip: "31", 1;
+    mosquitto_v31_qos2_round_trip: "31", 2;
+}
+
+/// A retained message reaches a late subscriber with RETAIN set; an empty retained message
+/// clears it, so the next late subscriber gets only what is published live.
+fn retained_for_late_subscribers(version: &str) {
+    if !mosquitto_available() {
+        return;
+    }
+    let broker = Broker::start();
+    mosquitto_pub(
+        &broker,
+        version,
+        &["-t", "kept/t", "-q", "1", "-r", "-m", "kept"],
+    );
+    let mut late = Sub::plain(&broker, version, &["-t", "kept/#", "-q", "1"], Some(1));
+    let lines = late.finish();
+    assert_eq!(
+        late.messages(&lines),
+        [fields(&["kept/t", "1", "1", "kept"])]
+    );
+
+    mosquitto_pub(&broker, version, &["-t", "kept/t", "-q", "1", "-r", "-n"]);
+    let mut later = Sub::plain(&broker, version, &["-t", "kept/#", "-q", "1"], Some(1));
+    mosquitto_pub(
+        &broker,
+        version,
+        &["-t", "kept/live", "-q", "1", "-m", "live"],
+    );
+    let lines = later.finish();
+    assert_eq!(
+        later.messages(&lines),
+        [fields(&["kept/live", "1", "0", "live"])]
+    );
+}
+
+#[test]
+fn mosquitto_v311_retained_message_reaches_a_late_subscriber() {
+    retained_for_late_subscribers("311");
+}
+
+#[test]
+fn mosquitto_v5_retained_message_reaches_a_late_subscriber() {
+    retained_for_late_subscribers("5");
+}
+
+/// [MQTT-3.1.2-8]: a client killed with SIGKILL never sends DISCONNECT; its will is published.
+fn will_after_kill(version: &str) {
+    if !mosquitto_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let mut watcher = Sub::plain(&broker, "311", &["-t", "will/#", "-q", "1"], Some(1));
+    let mut doomed = Sub::plain(
+        &broker,
+        version,
+        &[
+            "-t",
+            "unrelated",
+            "--will-topic",
+            "will/t",
+            "--will-payload",
+            "gone",
+            "--will-qos",
+            "1",
+        ],
+        None,
+    );
+    doomed.tool.kill();
+    let lines = watcher.finish();
+    assert_eq!(
+        watcher.messages(&lines),
+        [fields(&["will/t", "1", "0", "gone"])]
+    );
+}
+
+#[test]
+fn mosquitto_v311_will_is_published_when_a_client_is_killed() {
+    will_after_kill("311");
+}
+
+#[test]
+fn mosquitto_v5_will_is_published_when_a_client_is_killed() {
+    will_after_kill("5");
+}
+
+/// [MQTT-3.14.4-3]: after a normal DISCONNECT the will is discarded.
+#[test]
+fn mosquitto_will_is_not_published_after_a_normal_disconnect() {
+    if !mosquitto_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let mut watcher = Sub::plain(&broker, "5", &["-t", "will/#", "-q", "1"], None);
+    // Exits after its probe, with DISCONNECT.
+    let mut polite = Sub::plain(
+        &broker,
+        "5",
+        &[
+            "-t",
+            "unrelated",
+            "--will-topic",
+            "will/t",
+            "--will-payload",
+            "must not appear",
+        ],
+        Some(0),
+    );
+    let polite_lines = polite.finish();
+    assert!(
+        polite_lines
+            .iter()
+            .any(|l| l.ends_with("sending DISCONNECT")),
+        "the polite client disconnects normally"
+    );
+    mosquitto_pub(
+        &broker,
+        "5",
+        &["-t", "will/marker", "-q", "1", "-m", "marker"],
+    );
+    watcher
+        .tool
+        .wait_for_line("marker", |line| line.starts_with("MSG|will/marker|"));
+    thread::sleep(QUIET);
+    let lines = watcher.tool.kill();
+    assert_eq!(
+        watcher.messages(&lines),
+        [fields(&["will/marker", "1", "0", "marker"])]
+    );
+}
+
+/// `-C 3` stops after exactly three messages, in order, while five were published (a second
+/// subscriber gets all five).
+#[test]
+fn mosquitto_sub_count_is_exact() {
+    if !mosquitto_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let mut three = Sub::plain(&broker, "311", &["-t", "count/t", "-q", "1"], Some(3));
+    let mut five = Sub::plain(&broker, "5", &["-t", "count/t", "-q", "1"], Some(5));
+    let published = mosquitto_pub_with(
+        &broker,
+        "311",
+        &["-t", "count/t", "-q", "1", "-l"],
+        Some("m1\nm2\nm3\nm4\nm5\n"),
+    );
+    assert_eq!(
+        qos_flow(&published)
+            .iter()
+            .filter(|step| *step == "received PUBACK")
+            .count(),
+        5
+    );
+    let expected = |n: usize| -> Vec<Vec<String>> {
+        (1..=n)
+            .map(|i| fields(&["count/t", "1", "0", &format!("m{i}")]))
+            .collect()
+    };
+    let lines = three.finish();
+    assert_eq!(three.messages(&lines), expected(3));
+    let lines = five.finish();
+    assert_eq!(five.messages(&lines), expected(5));
+}
+
+/// User properties (repeated keys included, order kept), content type, response topic,
+/// correlation data, payload format and message expiry pass through unchanged (section 3.3.2.3).
+#[test]
+fn mosquitto_v5_publish_properties_round_trip() {
+    if !mosquitto_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let mut sub = Sub::start(
+        &broker,
+        "5",
+        &["-t", "props/#", "-q", "1"],
+        Some(1),
+        "MSG|%t|%P|%C|%R|%D|%F|%E|%p",
+    );
+    mosquitto_pub(
+        &broker,
+        "5",
+        &[
+            "-t",
+            "props/t",
+            "-q",
+            "1",
+            "-m",
+            "body",
+            "-D",
+            "publish",
+            "user-property",
+            "k",
+            "v",
+            "-D",
+            "publish",
+            "user-property",
+            "k",
+            "v2",
+            "-D",
+            "publish",
+            "user-property",
+            "other",
+            "x",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+            "-D",
+            "publish",
+            "response-topic",
+            "props/reply",
+            "-D",
+            "publish",
+            "correlation-data",
+            "corr-17",
+            "-D",
+            "publish",
+            "payload-format-indicator",
+            "1",
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            "60",
+        ],
+    );
+    let lines = sub.finish();
+    let messages = sub.messages(&lines);
+    assert_eq!(messages.len(), 1, "{lines:?}");
+    let msg = &messages[0];
+    assert_eq!(
+        msg[..6],
+        fields(&[
+            "props/t",
+            "k:v k:v2 other:x",
+            "text/plain",
+            "props/reply",
+            "corr-17",
+            "1"
+        ])[..]
+    );
+    let expiry: u32 = msg[6].parse().expect("message expiry is printed");
+    assert!(
+        (1..=60).contains(&expiry),
+        "remaining expiry {expiry} not in 1..=60"
+    );
+    assert_eq!(msg[7], "body");
+}
+
+/// Section 3.8.2.1.2: a subscription's identifier comes back on every message it matches.
+#[test]
+fn mosquitto_v5_subscription_identifier_round_trip() {
+    if !mosquitto_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let mut sub = Sub::start(
+        &broker,
+        "5",
+        &[
+            "-t",
+            "subid/#",
+            "-D",
+            "subscribe",
+            "subscription-identifier",
+            "42",
+        ],
+        Some(1),
+        "MSG|%t|%S|%p",
+    );
+    mosquitto_pub(&broker, "311", &["-t", "subid/t", "-m", "tagged"]);
+    let lines = sub.finish();
+    assert_eq!(sub.messages(&lines), [fields(&["subid/t", "42", "tagged"])]);
+}
+
+/// Clients of all three versions on one topic: each receives what each publishes.
+#[test]
+fn mosquitto_mixed_versions_share_a_topic() {
+    if !mosquitto_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let versions = ["31", "311", "5"];
+    let mut subs: Vec<Sub> = versions
+        .iter()
+        .map(|v| Sub::plain(&broker, v, &["-t", "mixed/#", "-q", "1"], Some(3)))
+        .collect();
+    for version in versions {
+        let topic = format!("mixed/from{version}");
+        mosquitto_pub(&broker, version, &["-t", &topic, "-q", "1", "-m", version]);
+    }
+    for (sub, version) in subs.iter_mut().zip(versions) {
+        let lines = sub.finish();
+        let expected: Vec<Vec<String>> = versions
+            .iter()
+            .map(|from| fields(&[&format!("mixed/from{from}"), "1", "0", from]))
+            .collect();
+        assert_eq!(sub.messages(&lines), expected, "subscriber {version}");
+    }
+}
+
+/// Section 4.7: '+' matches one level, '#' the parent and every level below; other topics
+/// published in between are not delivered.
+#[test]
+fn mosquitto_wildcard_subscriptions_match_exactly_their_topics() {
+    if !mosquitto_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let mut sub = Sub::plain(
+        &broker,
+        "311",
+        &["-t", "w/+/c", "-t", "w/x/#", "-q", "1"],
+        Some(3),
+    );
+    for topic in ["w/a/c", "w/a/d", "w/a/c/d", "w/x", "wx", "w/x/y/z"] {
+        mosquitto_pub(&broker, "311", &["-t", topic, "-q", "1", "-m", topic]);
+    }
+    let lines = sub.finish();
+    let expected: Vec<Vec<String>> = ["w/a/c", "w/x", "w/x/y/z"]
+        .iter()
+        .map(|t| fields(&[t, "1", "0", t]))
+        .collect();
+    assert_eq!(sub.messages(&lines), expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Eclipse Paho (Python)
+// ---------------------------------------------------------------------------------------------
+
+/// Runs one scenario of `tests/interop/paho_check.py` against a fresh broker; it exits 0 only
+/// when everything it received matched what it sent.
+fn paho(scenario: &str) {
+    if !paho_available() {
+        return;
+    }
+    let broker = Broker::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/paho_check.py");
+    let args = strings(&[
+        script,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &broker.port(),
+        scenario,
+    ]);
+    let mut check = Tool::spawn("python3", &args, None);
+    let (status, lines) = check.finish_within(PAHO_WAIT);
+    assert!(
+        status.success(),
+        "paho_check.py {scenario} failed ({status}):\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines.contains(&format!("OK {scenario}")),
+        "paho_check.py {scenario} did not report OK:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn paho_v311_qos_round_trip() {
+    paho("qos-v311");
+}
+
+#[test]
+fn paho_v5_qos_round_trip_and_downgrade() {
+    paho("qos-v5");
+}
+
+#[test]
+fn paho_v5_properties_round_trip_and_request_response() {
+    paho("properties-v5");
+}
+
+#[test]
+fn paho_retained_messages_and_retain_handling() {
+    paho("retained");
+}
+
+#[test]
+fn paho_v5_disconnect_with_will_message() {
+    paho("will-v5");
+}
