@@ -195,14 +195,17 @@ impl Broker {
                             resumed: attached.session,
                         });
                     }
-                    Ok(_) => {
+                    Ok(attached) => {
                         // Clean start: the old session ends; a new slot takes its place so no
                         // delivery racing with the cleanup reaches the new session.
                         sessions.remove(client_id);
                         let ended = slot.end(None);
                         let opened = self.create_session(&mut sessions, client_id);
                         drop(sessions);
-                        if let Some(ended) = ended {
+                        if let Some(mut ended) = ended {
+                            // `attach` took the parked session out of the slot: clean it up too,
+                            // or its subscriptions stay in the router.
+                            ended.session = attached.session;
                             self.clean_up(&slot, ended);
                         }
                         return Ok(opened);
