@@ -2,6 +2,8 @@
 //! through Starling's own codec, for assertions on exact packets.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod flows;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,7 +153,9 @@ impl RawClient {
             ..DecodeContext::default()
         };
         loop {
-            if let Some(packet) = codec::decode(&mut self.buf, &ctx).expect("broker sent a valid packet") {
+            if let Some(packet) =
+                codec::decode(&mut self.buf, &ctx).expect("broker sent a valid packet")
+            {
                 return Some(packet);
             }
             match self.stream.read_buf(&mut self.buf).await {
