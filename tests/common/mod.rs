@@ -38,8 +38,10 @@ impl TestBroker {
 
     /// Starts a broker with the default config adjusted by `adjust`, on a free loopback port.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
-        let mut config = Config::default();
-        config.listeners = vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))];
+        let mut config = Config {
+            listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))],
+            ..Config::default()
+        };
         adjust(&mut config);
         let server = starling::Server::bind(config).await.expect("bind");
         let addr = server.local_addrs()[0];
