@@ -174,7 +174,8 @@ async fn wildcard_filters_match_the_spec_examples_through_the_broker() {
     }
     let mut tasks = JoinSet::new();
     for (i, mut c) in subscribers.into_iter().enumerate() {
-        tasks.spawn(async move { (i, topics(&c.drain().await)) });
+        let count = cases[i].1.len();
+        tasks.spawn(async move { (i, topics(&c.recv_publishes(count).await)) });
     }
     while let Some(done) = tasks.join_next().await {
         let (i, got) = done.expect("subscriber task");
@@ -202,8 +203,8 @@ async fn dollar_topics_reach_only_filters_that_name_their_first_level_v5() {
         .publish(publish_packet("app/info", "a", QoS::AtLeastOnce, 2))
         .await;
     // One copy for `app/info` although both `#` and `+/info` match it.
-    assert_eq!(topics(&wild.drain().await), vec!["app/info"]);
-    assert_eq!(topics(&sys.drain().await), vec!["$SYS/info"]);
+    assert_eq!(topics(&wild.recv_publishes(1).await), vec!["app/info"]);
+    assert_eq!(topics(&sys.recv_publishes(1).await), vec!["$SYS/info"]);
     drop((wild, sys, publisher));
     broker.stop().await;
 }
@@ -232,7 +233,7 @@ async fn unsubscribe_is_acknowledged_and_stops_delivery_v311_and_v31() {
         publisher
             .publish(publish_packet("u/2", "kept", QoS::AtLeastOnce, 2))
             .await;
-        let got = sub.drain().await;
+        let got = sub.recv_publishes(1).await;
         assert_eq!(topics(&got), vec!["u/2"]);
         assert_eq!(payloads(&got), vec!["kept"]);
         sub.disconnect().await;
@@ -298,7 +299,7 @@ async fn resubscribing_replaces_the_qos_without_duplicating_delivery() {
             publisher
                 .publish(publish_packet(&topic, format!("m{n}"), QoS::ExactlyOnce, n))
                 .await;
-            let got = sub.drain().await;
+            let got = sub.recv_publishes(1).await;
             assert_eq!(payloads(&got), vec![format!("m{n}")], "{version:?}");
             assert_eq!(got[0].qos, granted, "{version:?} step {n}");
         }
@@ -339,7 +340,7 @@ async fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos_v311() {
     publisher
         .publish(publish_packet("o/other", "also-two", QoS::ExactlyOnce, 3))
         .await;
-    let got = sub.drain().await;
+    let got = sub.recv_publishes(3).await;
     assert_eq!(payloads(&got), vec!["two", "one", "also-two"]);
     let qos: Vec<QoS> = got.iter().map(|p| p.qos).collect();
     assert_eq!(
@@ -368,8 +369,7 @@ async fn overlapping_subscriptions_v5_carry_every_matching_subscription_identifi
     publisher
         .publish(publish_packet("ov/t", "x", QoS::ExactlyOnce, 1))
         .await;
-    let got = sub.drain().await;
-    assert_eq!(got.len(), 1, "one copy: {got:?}");
+    let got = sub.recv_publishes(1).await;
     assert_eq!(got[0].qos, QoS::AtLeastOnce);
     let mut ids: Vec<u32> = got[0]
         .properties
@@ -453,7 +453,7 @@ async fn shared_subscription_splits_messages_round_robin_v5() {
     publish_numbered(&mut publisher, "jobs/a", 20).await;
     let mut shares = Vec::new();
     for m in &mut members {
-        shares.push(numbers(&m.drain().await));
+        shares.push(numbers(&m.recv_publishes(10).await));
     }
     assert_round_robin(&shares, 20, 10);
     drop((members, publisher));
@@ -470,7 +470,7 @@ async fn shared_subscription_is_accepted_from_v311_clients() {
     publish_numbered(&mut publisher, "q/work", 21).await;
     let mut shares = Vec::new();
     for m in &mut members {
-        shares.push(numbers(&m.drain().await));
+        shares.push(numbers(&m.recv_publishes(7).await));
     }
     assert_round_robin(&shares, 21, 7);
     drop((members, publisher));
@@ -490,14 +490,17 @@ async fn each_share_group_and_each_plain_subscriber_gets_a_copy() {
 
     let mut shares = Vec::new();
     for m in &mut group_a {
-        shares.push(numbers(&m.drain().await));
+        shares.push(numbers(&m.recv_publishes(5).await));
     }
     assert_round_robin(&shares, 10, 5);
     assert_eq!(
-        numbers(&group_b[0].drain().await),
+        numbers(&group_b[0].recv_publishes(10).await),
         (0..10).collect::<Vec<_>>()
     );
-    assert_eq!(numbers(&plain.drain().await), (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        numbers(&plain.recv_publishes(10).await),
+        (0..10).collect::<Vec<_>>()
+    );
     drop((group_a, group_b, plain, publisher));
     broker.stop().await;
 }
@@ -523,7 +526,7 @@ async fn share_members_that_disconnect_stop_receiving() {
     let mut publisher = client(&broker, V5, "leave-pub").await;
     publish_numbered(&mut publisher, "l/t", 6).await;
     assert_eq!(
-        numbers(&members[0].drain().await),
+        numbers(&members[0].recv_publishes(6).await),
         (0..6).collect::<Vec<_>>()
     );
     drop((members, publisher));
@@ -546,7 +549,7 @@ async fn retained_messages_are_not_sent_on_a_shared_subscription() {
             .await;
         sub.assert_quiet().await;
         sub.subscribe(2, &[("sr/#", QoS::AtLeastOnce)]).await;
-        let got = sub.drain().await;
+        let got = sub.recv_publishes(1).await;
         assert_eq!(payloads(&got), vec!["kept"]);
         assert!(got[0].retain, "retained replay has RETAIN=1");
     }
@@ -689,14 +692,13 @@ async fn fan_out_reaches_each_of_200_subscribers_once() {
     let mut receiving = JoinSet::new();
     for (mut c, granted) in subscribers {
         receiving.spawn(async move {
-            let got = c.drain().await;
+            let got = c.recv_publishes(1).await;
             (c, granted, got)
         });
     }
     let mut finished = Vec::new();
     while let Some(done) = receiving.join_next().await {
         let (c, granted, got) = done.expect("receive task");
-        assert_eq!(got.len(), 1, "exactly one copy");
         assert_eq!(got[0].topic.as_str(), "fan/out");
         assert_eq!(&got[0].payload[..], b"to everyone");
         assert_eq!(got[0].qos, granted);
@@ -769,5 +771,94 @@ async fn subscription_count_returns_to_zero_when_clean_sessions_leave() {
         broker.broker.session_count() == 0
     })
     .await;
+    broker.stop().await;
+}
+
+// [MQTT-3.8.3-3] / [MQTT-3.10.3-2]: SUBSCRIBE and UNSUBSCRIBE carry at least one filter; an empty
+// one is a Protocol Error (5.0: DISCONNECT 0x82), and 3.1.1 closes the connection.
+#[tokio::test]
+async fn subscribe_and_unsubscribe_without_filters_close_the_connection() {
+    let broker = TestBroker::start().await;
+    for (name, first) in [("sub", 0x82), ("unsub", 0xA2)] {
+        let v3 = common::flows::frame(first, &[0x00, 0x01]);
+        assert_eq!(
+            rejected(&broker, V311, &format!("empty-{name}-3"), &v3).await,
+            vec![],
+            "{name}"
+        );
+        let v5 = common::flows::frame(first, &[0x00, 0x01, 0x00]);
+        assert_eq!(
+            rejected(&broker, V5, &format!("empty-{name}-5"), &v5).await,
+            vec![Packet::Disconnect(Disconnect::new(
+                ReasonCode::ProtocolError
+            ))],
+            "{name}"
+        );
+    }
+    broker.stop().await;
+}
+
+// 3.1.1 [MQTT-3.8.3-4]: reserved option bits set or QoS 3 is malformed; 5.0 section 3.8.3.1:
+// QoS 3 is a Protocol Error (0x82) and reserved bits are malformed (0x81).
+#[tokio::test]
+async fn subscription_options_with_qos_3_or_reserved_bits_close_the_connection() {
+    let broker = TestBroker::start().await;
+    for (i, options) in [0x03u8, 0x04, 0x81].into_iter().enumerate() {
+        let bytes = raw_subscribe(false, 1, b"opt/t", options);
+        assert_eq!(
+            rejected(&broker, V311, &format!("opt3-{i}"), &bytes).await,
+            vec![],
+            "options {options:#04x}"
+        );
+    }
+    for (i, (options, reason)) in [
+        (0x03u8, ReasonCode::ProtocolError),
+        (0x41, ReasonCode::MalformedPacket),
+        (0x80, ReasonCode::MalformedPacket),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bytes = raw_subscribe(true, 1, b"opt/t", options);
+        assert_eq!(
+            rejected(&broker, V5, &format!("opt5-{i}"), &bytes).await,
+            vec![Packet::Disconnect(Disconnect::new(reason))],
+            "options {options:#04x}"
+        );
+    }
+    assert_eq!(broker.broker.subscription_count(), 0);
+    broker.stop().await;
+}
+
+// A share member whose persistent session is offline keeps its subscription but is skipped while
+// an online member can take the message, so nothing piles up for it (section 4.8.2 leaves the
+// choice of member to the server).
+#[tokio::test]
+async fn an_offline_share_member_is_skipped_while_others_are_online() {
+    let broker = TestBroker::start().await;
+    let mut online = share_members(&broker, V5, "away-on", "$share/g/away/t", 1).await;
+    let persistent = |clean: bool| starling::codec::Connect {
+        properties: starling::codec::ConnectProperties {
+            session_expiry_interval: Some(60),
+            ..Default::default()
+        },
+        ..connect_packet(V5, "away-off", clean)
+    };
+    let (mut away, _) = RawClient::connect_with(broker.addr, persistent(true)).await;
+    away.subscribe(1, &[("$share/g/away/t", QoS::AtLeastOnce)])
+        .await;
+    away.disconnect().await;
+    assert_eq!(broker.broker.subscription_count(), 2);
+
+    let mut publisher = client(&broker, V5, "away-pub").await;
+    publish_numbered(&mut publisher, "away/t", 6).await;
+    assert_eq!(
+        numbers(&online[0].recv_publishes(6).await),
+        (0..6).collect::<Vec<_>>()
+    );
+    let (mut back, ack) = RawClient::connect_with(broker.addr, persistent(false)).await;
+    assert!(ack.session_present);
+    back.assert_quiet().await;
+    drop((online, back, publisher));
     broker.stop().await;
 }

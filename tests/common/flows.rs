@@ -241,14 +241,27 @@ impl RawClient {
         publish
     }
 
-    /// Every PUBLISH that arrives until the connection has been quiet for [`QUIET`], in order.
-    /// Acknowledges as it goes (PUBACK; PUBREC, then PUBCOMP when the PUBREL comes), so the
-    /// broker's inflight window keeps moving. Any other packet fails the test.
-    pub async fn drain(&mut self) -> Vec<Publish> {
-        let mut received = Vec::new();
-        while let Some(packet) = self.recv_within(QUIET).await {
+    /// Receives exactly `count` PUBLISHes, each within [`RECV_TIMEOUT`], acknowledging as it
+    /// goes (PUBACK; PUBREC, then PUBCOMP when the PUBREL comes) so the broker's inflight window
+    /// keeps moving; then listens for [`QUIET`] to make sure no further PUBLISH follows. Any
+    /// other packet fails the test.
+    pub async fn recv_publishes(&mut self, count: usize) -> Vec<Publish> {
+        let mut received = Vec::with_capacity(count);
+        loop {
+            let packet = if received.len() < count {
+                self.recv().await
+            } else {
+                match self.recv_within(QUIET).await {
+                    Some(packet) => packet,
+                    None => return received,
+                }
+            };
             match packet {
                 Packet::Publish(publish) => {
+                    assert!(
+                        received.len() < count,
+                        "expected {count} PUBLISHes, then another: {publish:?} after {received:?}"
+                    );
                     match (publish.qos, publish.packet_id) {
                         (QoS::AtMostOnce, _) => {}
                         (QoS::AtLeastOnce, Some(id)) => {
@@ -268,11 +281,10 @@ impl RawClient {
                 other => panic!("expected only PUBLISH and PUBREL, got {other:?}"),
             }
         }
-        received
     }
 
     /// Completes the receiver's side of a delivery's QoS flow. For QoS 2 the next packet must be
-    /// the PUBREL: use [`RawClient::drain`] when more deliveries may be on their way.
+    /// the PUBREL: use [`RawClient::recv_publishes`] when more deliveries may be on their way.
     pub async fn ack(&mut self, publish: &Publish) {
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => {}
@@ -318,21 +330,23 @@ impl RawClient {
     }
 }
 
-/// [`RawClient::drain`] on several clients at once (one quiet window for all); results in the
-/// clients' order.
-pub async fn drain_all(clients: Vec<RawClient>) -> Vec<(RawClient, Vec<Publish>)> {
+/// [`RawClient::recv_publishes`] on several clients at once, each expecting its own count (one
+/// quiet window for all); results in the clients' order.
+pub async fn recv_publishes_all(
+    clients: Vec<(RawClient, usize)>,
+) -> Vec<(RawClient, Vec<Publish>)> {
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|mut c| {
+        .map(|(mut c, count)| {
             tokio::spawn(async move {
-                let got = c.drain().await;
+                let got = c.recv_publishes(count).await;
                 (c, got)
             })
         })
         .collect();
     let mut out = Vec::with_capacity(tasks.len());
     for task in tasks {
-        out.push(task.await.expect("drain task"));
+        out.push(task.await.expect("receiving task"));
     }
     out
 }
