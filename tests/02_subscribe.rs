@@ -774,8 +774,9 @@ async fn subscription_count_returns_to_zero_when_clean_sessions_leave() {
     broker.stop().await;
 }
 
-// [MQTT-3.8.3-3] / [MQTT-3.10.3-2]: SUBSCRIBE and UNSUBSCRIBE carry at least one filter; an empty
-// one is a Protocol Error (5.0: DISCONNECT 0x82), and 3.1.1 closes the connection.
+// 3.1.1 [MQTT-3.8.3-3], 5.0 [MQTT-3.8.3-2], both [MQTT-3.10.3-2]: SUBSCRIBE and UNSUBSCRIBE
+// carry at least one filter; an empty one is a Protocol Error (5.0: DISCONNECT 0x82), and
+// 3.1.1 closes the connection.
 #[tokio::test]
 async fn subscribe_and_unsubscribe_without_filters_close_the_connection() {
     let broker = TestBroker::start().await;

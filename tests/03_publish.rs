@@ -105,8 +105,8 @@ async fn qos1_flow_is_acknowledged_in_both_directions() {
 }
 
 // QoS 2 inbound (4.3.3): PUBREC with the packet id, then PUBREL -> PUBCOMP. A resent PUBLISH
-// with DUP before the PUBREL is acknowledged again but not delivered again ([MQTT-4.3.3-9] in
-// 5.0 / 3.1.1 4.3.3); once PUBCOMP released the id, the same id is a new message.
+// with DUP before the PUBREL is acknowledged again but not delivered again (the receiver rules
+// of 4.3.3); once PUBCOMP released the id, the same id is a new message.
 #[tokio::test]
 async fn qos2_inbound_flow_delivers_once_despite_a_duplicate_publish() {
     let broker = TestBroker::start().await;
@@ -244,7 +244,7 @@ async fn unknown_packet_ids_in_the_qos2_flow_are_answered_per_version() {
     broker.stop().await;
 }
 
-// [MQTT-2.2.1-4]/[MQTT-4.3.2-1]: every unacknowledged QoS 1 delivery has its own non-zero id,
+// [MQTT-4.3.2-1]: every unacknowledged QoS 1 delivery has its own non-zero id,
 // and no more than the inflight window (max_inflight_messages) are outstanding; the rest follow
 // in order as acknowledgements come in.
 #[tokio::test]
@@ -525,7 +525,7 @@ async fn empty_topic_and_zero_packet_id_close_the_connection() {
     broker.stop().await;
 }
 
-// [MQTT-3.1.2-24] / section 3.2.2.3.6: the broker announces max_packet_size and refuses a larger
+// Section 3.2.2.3.6: the broker announces max_packet_size and refuses a larger
 // packet with DISCONNECT 0x95 (5.0) or a plain close (3.1.1). A packet of exactly the maximum
 // passes, and other clients carry on.
 #[tokio::test]

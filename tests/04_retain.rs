@@ -132,7 +132,8 @@ async fn a_wildcard_subscription_gets_every_matching_retained_message() {
 }
 
 // [MQTT-3.3.1-5]: a new retained message replaces the one stored for its topic; a message
-// published without RETAIN neither replaces nor removes it (3.1.1 [MQTT-3.3.1-12]).
+// published without RETAIN neither replaces nor removes it (5.0 [MQTT-3.3.1-8], 3.1.1
+// [MQTT-3.3.1-12]).
 #[tokio::test]
 async fn a_newer_retained_message_replaces_the_stored_one() {
     let broker = TestBroker::start().await;
@@ -250,7 +251,7 @@ async fn live_delivery_has_retain_0_unless_retain_as_published() {
     broker.stop().await;
 }
 
-// 3.1.1 section 3.8.4 / 5.0 [MQTT-3.3.1-9]: a retained message is delivered at the lower of its
+// Section 3.8.4 (3.1.1 and 5.0): a retained message is delivered at the lower of its
 // stored QoS and the subscription's granted QoS.
 #[tokio::test]
 async fn retained_qos_is_the_minimum_of_stored_and_granted() {
@@ -393,7 +394,7 @@ async fn an_expired_retained_message_is_not_served() {
                 .properties
                 .message_expiry_interval
                 .expect("expiry forwarded");
-            assert!((58..60).contains(&left), "remaining interval {left}");
+            assert!((50..60).contains(&left), "remaining interval {left}");
         }
     }
     // The expired message met on the way was dropped from the store.
@@ -604,7 +605,7 @@ async fn without_retain_support_retained_publishes_are_refused() {
     broker.stop().await;
 }
 
-// 5.0 [MQTT-3.3.2-17]..: the properties of a retained message (payload format, content type,
+// [MQTT-3.3.2-4], [MQTT-3.3.2-15]..[MQTT-3.3.2-20]: the properties of a retained message (payload format, content type,
 // response topic, correlation data, user properties) are stored with it and replayed unchanged.
 #[tokio::test]
 async fn a_retained_message_keeps_its_properties_on_replay() {

@@ -414,7 +414,7 @@ async fn messages_that_expire_while_queued_are_not_delivered() {
         .message_expiry_interval
         .expect("remaining interval forwarded");
     assert!(
-        (57..60).contains(&left),
+        (50..60).contains(&left),
         "less than the 60 s sent after waiting: {left}"
     );
     assert_eq!(got[1].properties.message_expiry_interval, None);
@@ -433,7 +433,7 @@ async fn a_live_delivery_carries_the_remaining_expiry_interval() {
     publisher.publish(message).await;
     let got = sub.recv_publish().await;
     let left = got.properties.message_expiry_interval.expect("forwarded");
-    assert!((29..=30).contains(&left), "{left}");
+    assert!((25..=30).contains(&left), "{left}");
     drop((sub, publisher));
     broker.stop().await;
 }
@@ -598,9 +598,9 @@ async fn retain_as_published_keeps_the_flag_on_live_deliveries() {
     broker.stop().await;
 }
 
-// [MQTT-3.3.2-16]..[MQTT-3.3.2-20] and section 3.3.2.3.7: Payload Format Indicator, Response
-// Topic, Correlation Data, Content Type and User Properties (order and duplicates kept) reach the
-// subscriber unchanged, at every QoS.
+// [MQTT-3.3.2-4], [MQTT-3.3.2-15]..[MQTT-3.3.2-18], [MQTT-3.3.2-20]: Payload Format Indicator,
+// Response Topic, Correlation Data, User Properties (order and duplicates kept) and Content Type
+// reach the subscriber unchanged, at every QoS.
 #[tokio::test]
 async fn publish_properties_are_forwarded_unchanged() {
     let broker = TestBroker::start().await;
@@ -638,7 +638,7 @@ async fn publish_properties_are_forwarded_unchanged() {
     broker.stop().await;
 }
 
-// [MQTT-3.3.2-4]/section 3.3.2.3.2: a PUBLISH marked as UTF-8 (Payload Format Indicator 1) whose
+// Section 3.3.2.3.2: a PUBLISH marked as UTF-8 (Payload Format Indicator 1) whose
 // payload is not valid UTF-8 is answered with 0x99 Payload format invalid and not delivered; the
 // connection stays up. A valid UTF-8 payload goes through.
 #[tokio::test]
@@ -842,7 +842,7 @@ async fn the_broker_respects_the_clients_receive_maximum() {
     broker.stop().await;
 }
 
-// [MQTT-3.3.4-8] / section 3.3.4: a client that has more unacknowledged QoS 2 PUBLISHes in flight
+// [MQTT-3.3.4-7] / section 3.3.4: a client that has more unacknowledged QoS 2 PUBLISHes in flight
 // than the broker's Receive Maximum is disconnected with 0x93 Receive Maximum exceeded.
 #[tokio::test]
 async fn exceeding_the_brokers_receive_maximum_is_refused_with_0x93() {
@@ -920,14 +920,13 @@ async fn a_client_publish_with_a_subscription_identifier_is_a_protocol_error() {
 
 /// A 5.0 client with a will on `will/{id}`; returns it and the watcher subscribed to it.
 async fn with_will(broker: &TestBroker, id: &str) -> (RawClient, RawClient) {
-    let mut watcher = subscriber(
+    let watcher = subscriber(
         broker,
         &format!("{id}-watch"),
         &format!("will/{id}"),
         QoS::AtLeastOnce,
     )
     .await;
-    watcher.ping().await;
     let will = Will {
         topic: topic(&format!("will/{id}")),
         payload: Bytes::from_static(b"gone"),
