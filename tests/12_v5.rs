@@ -1040,3 +1040,101 @@ async fn a_subscribe_with_retain_handling_3_is_a_protocol_error() {
     );
     broker.stop().await;
 }
+
+// [MQTT-3.1.2-25] with section 3.3.2.3.4: a PUBLISH dropped as too large for the client does not
+// use up a topic alias, so the next message on that topic still carries the topic with its alias
+// (the client never saw the first one).
+#[tokio::test]
+async fn a_dropped_oversized_message_does_not_consume_a_topic_alias() {
+    let broker = TestBroker::start().await;
+    let mut sub = client_with(
+        &broker,
+        "mps-alias",
+        ConnectProperties {
+            maximum_packet_size: NonZeroU32::new(64),
+            topic_alias_maximum: Some(5),
+            ..ConnectProperties::default()
+        },
+    )
+    .await;
+    sub.subscribe(1, &[("mpsa/t", QoS::AtMostOnce)]).await;
+    let mut publisher = client(&broker, "mps-alias-pub").await;
+    for (n, size) in [200usize, 4, 4].into_iter().enumerate() {
+        let id = u16::try_from(n + 1).expect("small");
+        publisher
+            .publish(publish_packet(
+                "mpsa/t",
+                vec![b'x'; size],
+                QoS::AtLeastOnce,
+                id,
+            ))
+            .await;
+    }
+    let got: Vec<(String, Option<u16>, usize)> = sub
+        .recv_publishes(2)
+        .await
+        .into_iter()
+        .map(|p| {
+            (
+                p.topic.to_string(),
+                p.properties.topic_alias.map(NonZeroU16::get),
+                p.payload.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("mpsa/t".to_owned(), Some(1), 4),
+            (String::new(), Some(1), 4)
+        ]
+    );
+    drop((sub, publisher));
+    broker.stop().await;
+}
+
+// Retained replay obeys the same per-client rules as live delivery: a retained message too large
+// for the client's Maximum Packet Size is skipped and the others still come, carrying the
+// subscription identifier.
+#[tokio::test]
+async fn retained_replay_skips_messages_too_large_for_the_client() {
+    let broker = TestBroker::start().await;
+    let mut publisher = client(&broker, "mps-ret-pub").await;
+    for (n, (name, size)) in [("mr/a", 4usize), ("mr/b", 300), ("mr/c", 4)]
+        .into_iter()
+        .enumerate()
+    {
+        let id = u16::try_from(n + 1).expect("small");
+        publisher
+            .publish(retained_packet(
+                name,
+                vec![b'r'; size],
+                QoS::AtLeastOnce,
+                id,
+            ))
+            .await;
+    }
+    let mut sub = client_with(
+        &broker,
+        "mps-ret",
+        ConnectProperties {
+            maximum_packet_size: NonZeroU32::new(100),
+            ..ConnectProperties::default()
+        },
+    )
+    .await;
+    sub.subscribe_with(subscribe_with_id(1, "mr/+", QoS::AtLeastOnce, Some(3)))
+        .await;
+    let mut got = sub.recv_publishes(2).await;
+    got.sort_by(|a, b| a.topic.cmp(&b.topic));
+    let summary: Vec<(&str, bool, Vec<u32>)> = got
+        .iter()
+        .map(|p| (p.topic.as_str(), p.retain, ids(p)))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("mr/a", true, vec![3]), ("mr/c", true, vec![3])]
+    );
+    drop((sub, publisher));
+    broker.stop().await;
+}
