@@ -1138,3 +1138,116 @@ async fn retained_replay_skips_messages_too_large_for_the_client() {
     drop((sub, publisher));
     broker.stop().await;
 }
+
+// [MQTT-3.3.2-7] towards the client too: after a reconnect the broker starts its aliases afresh,
+// so the first message on a topic carries the topic again.
+#[tokio::test]
+async fn outbound_aliases_start_afresh_after_a_reconnect() {
+    let broker = TestBroker::start().await;
+    let connect = |clean: bool| Connect {
+        properties: ConnectProperties {
+            session_expiry_interval: Some(60),
+            topic_alias_maximum: Some(3),
+            ..ConnectProperties::default()
+        },
+        ..connect_packet(V5, "alias-again", clean)
+    };
+    let (mut sub, _) = RawClient::connect_with(broker.addr, connect(true)).await;
+    sub.subscribe(1, &[("again/+", QoS::AtLeastOnce)]).await;
+    let mut publisher = client(&broker, "alias-again-pub").await;
+    publisher
+        .publish(publish_packet("again/b", "0", QoS::AtLeastOnce, 1))
+        .await;
+    publisher
+        .publish(publish_packet("again/a", "1", QoS::AtLeastOnce, 2))
+        .await;
+    let first: Vec<(String, Option<u16>)> = sub
+        .recv_publishes(2)
+        .await
+        .iter()
+        .map(|p| {
+            (
+                p.topic.to_string(),
+                p.properties.topic_alias.map(NonZeroU16::get),
+            )
+        })
+        .collect();
+    assert_eq!(
+        first,
+        vec![
+            ("again/b".to_owned(), Some(1)),
+            ("again/a".to_owned(), Some(2))
+        ]
+    );
+    sub.disconnect().await;
+
+    let (mut sub, ack) = RawClient::connect_with(broker.addr, connect(false)).await;
+    assert!(ack.session_present);
+    publisher
+        .publish(publish_packet("again/a", "2", QoS::AtLeastOnce, 3))
+        .await;
+    publisher
+        .publish(publish_packet("again/a", "3", QoS::AtLeastOnce, 4))
+        .await;
+    let after: Vec<(String, Option<u16>)> = sub
+        .recv_publishes(2)
+        .await
+        .iter()
+        .map(|p| {
+            (
+                p.topic.to_string(),
+                p.properties.topic_alias.map(NonZeroU16::get),
+            )
+        })
+        .collect();
+    assert_eq!(
+        after,
+        vec![("again/a".to_owned(), Some(1)), (String::new(), Some(1))]
+    );
+    drop((sub, publisher));
+    broker.stop().await;
+}
+
+// Section 4.3.3 / 3.5.2.1: a PUBREC with an error reason (0x80 or above) ends the QoS 2 exchange:
+// no PUBREL follows, and the slot in the client's Receive Maximum is free again.
+#[tokio::test]
+async fn a_pubrec_with_an_error_reason_ends_the_exchange() {
+    let broker = TestBroker::start().await;
+    let mut sub = client_with(
+        &broker,
+        "pubrec-err",
+        ConnectProperties {
+            receive_maximum: NonZeroU16::new(1),
+            ..ConnectProperties::default()
+        },
+    )
+    .await;
+    sub.subscribe(1, &[("prerr/t", QoS::ExactlyOnce)]).await;
+    let mut publisher = client(&broker, "pubrec-err-pub").await;
+    for n in 1..=2u16 {
+        publisher
+            .publish(publish_packet(
+                "prerr/t",
+                n.to_string(),
+                QoS::ExactlyOnce,
+                n,
+            ))
+            .await;
+    }
+    let first = sub.recv_publish().await;
+    assert_eq!(first.payload, Bytes::from("1"));
+    sub.send(&Packet::PubRec(PubResponse {
+        packet_id: first.packet_id.expect("id"),
+        reason: ReasonCode::QuotaExceeded,
+        properties: AckProperties::default(),
+    }))
+    .await;
+    // The next packet is the second message, not a PUBREL for the first.
+    let second = sub.recv_publish().await;
+    assert_eq!(second.payload, Bytes::from("2"));
+    assert!(!second.dup);
+    sub.ack(&second).await;
+    sub.assert_quiet().await;
+    drop((sub, publisher));
+    broker.stop().await;
+}
