@@ -195,6 +195,11 @@ async fn dollar_topics_reach_only_filters_that_name_their_first_level_v5() {
         .await;
     let mut sys = client(&broker, V5, "dollar-sys").await;
     sys.subscribe(1, &[("$SYS/#", QoS::AtMostOnce)]).await;
+    // The rule applies to the filter inside a shared subscription too.
+    let mut shared = client(&broker, V5, "dollar-shared").await;
+    shared
+        .subscribe(1, &[("$share/g/#", QoS::AtMostOnce)])
+        .await;
     let mut publisher = client(&broker, V5, "dollar-pub").await;
     publisher
         .publish(publish_packet("$SYS/info", "s", QoS::AtLeastOnce, 1))
@@ -205,7 +210,8 @@ async fn dollar_topics_reach_only_filters_that_name_their_first_level_v5() {
     // One copy for `app/info` although both `#` and `+/info` match it.
     assert_eq!(topics(&wild.recv_publishes(1).await), vec!["app/info"]);
     assert_eq!(topics(&sys.recv_publishes(1).await), vec!["$SYS/info"]);
-    drop((wild, sys, publisher));
+    assert_eq!(topics(&shared.recv_publishes(1).await), vec!["app/info"]);
+    drop((wild, sys, shared, publisher));
     broker.stop().await;
 }
 

@@ -660,7 +660,10 @@ async fn invalid_utf8_with_payload_format_1_is_refused_with_0x99() {
         },
     };
     publisher
-        .send(&Packet::Publish(invalid(QoS::AtLeastOnce, 1)))
+        .send(&Packet::Publish(Publish {
+            retain: true,
+            ..invalid(QoS::AtLeastOnce, 1)
+        }))
         .await;
     assert_eq!(publisher.recv().await, Packet::PubAck(refused(1)));
     publisher
@@ -679,6 +682,8 @@ async fn invalid_utf8_with_payload_format_1_is_refused_with_0x99() {
     let got = sub.recv_publishes(1).await;
     assert_eq!(got[0].payload, Bytes::from("grüße"));
     assert_eq!(got[0].properties.payload_format, Some(PayloadFormat::Utf8));
+    // The refused message was retained: it is not stored either.
+    assert_eq!(broker.broker.retained_count(), 0);
     drop((sub, publisher));
     broker.stop().await;
 }
