@@ -298,8 +298,11 @@ impl Broker {
                         let opened = self.create_session(&mut sessions, client_id);
                         drop(sessions);
                         if let Some(mut ended) = ended {
-                            // Section 3.1.3.2.2: the session ends before the will's delay has
-                            // passed, so the will goes out now.
+                            // `attach` took the parked session and its waiting will out of
+                            // the slot: the session's subscriptions leave the router, and the
+                            // will goes out now since its session ends before the delay passed
+                            // (section 3.1.3.2.2).
+                            ended.session = attached.session;
                             ended.will = ended.will.or(attached.pending_will);
                             self.clean_up(&slot, ended);
                         }

@@ -36,6 +36,11 @@ impl DecodeError {
     /// The reason code for the CONNACK or DISCONNECT that answers this error (section 4.13).
     pub fn reason_code(&self) -> ReasonCode {
         match self {
+            // Section 3.3.4: "A Topic Alias value of 0 or greater than the Maximum Topic Alias is
+            // a Protocol Error, the receiver uses DISCONNECT with Reason Code of 0x94".
+            DecodeError::Protocol(super::property::TOPIC_ALIAS_ZERO) => {
+                ReasonCode::TopicAliasInvalid
+            }
             DecodeError::Malformed(_) | DecodeError::TopicFilter(_) => ReasonCode::MalformedPacket,
             DecodeError::Protocol(_) | DecodeError::UnknownProtocolName => {
                 ReasonCode::ProtocolError

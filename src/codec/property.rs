@@ -129,6 +129,9 @@ pub(crate) trait WriteProperties {
     fn write_each<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError>;
 }
 
+/// The protocol error for a Topic Alias of 0, which is answered with 0x94 rather than 0x82.
+pub(crate) const TOPIC_ALIAS_ZERO: &str = "topic alias is zero";
+
 /// The error for a property that table 2-4 does not list for the packet carrying it.
 pub(crate) fn not_allowed() -> DecodeError {
     // Section 2.2.2.2: each property belongs to the packets table 2-4 lists it for.
@@ -218,7 +221,7 @@ fn read_one(buf: &mut Bytes) -> Result<Property, DecodeError> {
         id::TOPIC_ALIAS_MAXIMUM => Property::TopicAliasMaximum(read_u16(buf)?),
         // [MQTT-3.3.2-8] a Topic Alias of 0 is not permitted.
         id::TOPIC_ALIAS => Property::TopicAlias(
-            NonZeroU16::new(read_u16(buf)?).ok_or(DecodeError::Protocol("topic alias is zero"))?,
+            NonZeroU16::new(read_u16(buf)?).ok_or(DecodeError::Protocol(TOPIC_ALIAS_ZERO))?,
         ),
         id::MAXIMUM_QOS => Property::MaximumQoS(match read_u8(buf)? {
             0 => QoS::AtMostOnce,

@@ -2,6 +2,8 @@
 //! through Starling's own codec, for assertions on exact packets.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod flows;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
