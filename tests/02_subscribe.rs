@@ -56,7 +56,7 @@ async fn suback_grants_the_requested_qos_for_each_filter_in_order() {
     for version in [V31, V311, V5] {
         let mut c = client(&broker, version, &format!("suback-{}", version.level())).await;
         let ack = c
-            .subscribe(
+            .subscribe_filters(
                 0x1234,
                 &[
                     ("s/two", QoS::ExactlyOnce),
@@ -161,7 +161,7 @@ async fn wildcard_filters_match_the_spec_examples_through_the_broker() {
     for (i, (filter, _)) in cases.iter().enumerate() {
         let version = [V311, V5, V31][i % 3];
         let mut c = client(&broker, version, &format!("match-{i}")).await;
-        let ack = c.subscribe(1, &[(filter, QoS::AtMostOnce)]).await;
+        let ack = c.subscribe_filters(1, &[(filter, QoS::AtMostOnce)]).await;
         assert_eq!(ack.reasons, vec![ReasonCode::Success], "{filter}");
         subscribers.push(c);
     }
@@ -169,7 +169,7 @@ async fn wildcard_filters_match_the_spec_examples_through_the_broker() {
     for (i, topic) in topics_published.iter().enumerate() {
         let id = u16::try_from(i + 1).expect("small");
         publisher
-            .publish(publish_packet(topic, *topic, QoS::AtLeastOnce, id))
+            .publish_and_wait(publish_packet(topic, *topic, QoS::AtLeastOnce, id))
             .await;
     }
     let mut tasks = JoinSet::new();
@@ -191,21 +191,22 @@ async fn wildcard_filters_match_the_spec_examples_through_the_broker() {
 async fn dollar_topics_reach_only_filters_that_name_their_first_level_v5() {
     let broker = TestBroker::start().await;
     let mut wild = client(&broker, V5, "dollar-wild").await;
-    wild.subscribe(1, &[("#", QoS::AtMostOnce), ("+/info", QoS::AtMostOnce)])
+    wild.subscribe_filters(1, &[("#", QoS::AtMostOnce), ("+/info", QoS::AtMostOnce)])
         .await;
     let mut sys = client(&broker, V5, "dollar-sys").await;
-    sys.subscribe(1, &[("$SYS/#", QoS::AtMostOnce)]).await;
+    sys.subscribe_filters(1, &[("$SYS/#", QoS::AtMostOnce)])
+        .await;
     // The rule applies to the filter inside a shared subscription too.
     let mut shared = client(&broker, V5, "dollar-shared").await;
     shared
-        .subscribe(1, &[("$share/g/#", QoS::AtMostOnce)])
+        .subscribe_filters(1, &[("$share/g/#", QoS::AtMostOnce)])
         .await;
     let mut publisher = client(&broker, V5, "dollar-pub").await;
     publisher
-        .publish(publish_packet("$SYS/info", "s", QoS::AtLeastOnce, 1))
+        .publish_and_wait(publish_packet("$SYS/info", "s", QoS::AtLeastOnce, 1))
         .await;
     publisher
-        .publish(publish_packet("app/info", "a", QoS::AtLeastOnce, 2))
+        .publish_and_wait(publish_packet("app/info", "a", QoS::AtLeastOnce, 2))
         .await;
     // One copy for `app/info` although both `#` and `+/info` match it.
     assert_eq!(topics(&wild.recv_publishes(1).await), vec!["app/info"]);
@@ -223,7 +224,7 @@ async fn unsubscribe_is_acknowledged_and_stops_delivery_v311_and_v31() {
     for version in [V311, V31] {
         let level = version.level();
         let mut sub = client(&broker, version, &format!("unsub-{level}")).await;
-        sub.subscribe(1, &[("u/1", QoS::AtMostOnce), ("u/2", QoS::AtMostOnce)])
+        sub.subscribe_filters(1, &[("u/1", QoS::AtMostOnce), ("u/2", QoS::AtMostOnce)])
             .await;
         assert_eq!(broker.broker.subscription_count(), 2);
         let ack = sub.unsubscribe(0x0A0B, &["u/1"]).await;
@@ -234,16 +235,16 @@ async fn unsubscribe_is_acknowledged_and_stops_delivery_v311_and_v31() {
 
         let mut publisher = client(&broker, version, &format!("unsub-pub-{level}")).await;
         publisher
-            .publish(publish_packet("u/1", "gone", QoS::AtLeastOnce, 1))
+            .publish_and_wait(publish_packet("u/1", "gone", QoS::AtLeastOnce, 1))
             .await;
         publisher
-            .publish(publish_packet("u/2", "kept", QoS::AtLeastOnce, 2))
+            .publish_and_wait(publish_packet("u/2", "kept", QoS::AtLeastOnce, 2))
             .await;
         let got = sub.recv_publishes(1).await;
         assert_eq!(topics(&got), vec!["u/2"]);
         assert_eq!(payloads(&got), vec!["kept"]);
-        sub.disconnect().await;
-        publisher.disconnect().await;
+        assert!(sub.disconnect().await.is_empty());
+        assert!(publisher.disconnect().await.is_empty());
         eventually("sessions to end", || {
             broker.broker.subscription_count() == 0
         })
@@ -258,7 +259,7 @@ async fn unsubscribe_is_acknowledged_and_stops_delivery_v311_and_v31() {
 async fn unsuback_v5_reports_no_subscription_existed_per_filter() {
     let broker = TestBroker::start().await;
     let mut c = client(&broker, V5, "unsub-v5").await;
-    c.subscribe(
+    c.subscribe_filters(
         1,
         &[("u/a", QoS::AtLeastOnce), ("$share/g/u/b", QoS::AtMostOnce)],
     )
@@ -299,18 +300,18 @@ async fn resubscribing_replaces_the_qos_without_duplicating_delivery() {
         ];
         for (n, (granted, reason)) in steps.into_iter().enumerate() {
             let n = u16::try_from(n + 1).expect("small");
-            let ack = sub.subscribe(n, &[(&topic, granted)]).await;
+            let ack = sub.subscribe_filters(n, &[(&topic, granted)]).await;
             assert_eq!(ack.reasons, vec![reason]);
             assert_eq!(broker.broker.subscription_count(), 1, "{version:?}");
             publisher
-                .publish(publish_packet(&topic, format!("m{n}"), QoS::ExactlyOnce, n))
+                .publish_and_wait(publish_packet(&topic, format!("m{n}"), QoS::ExactlyOnce, n))
                 .await;
             let got = sub.recv_publishes(1).await;
             assert_eq!(payloads(&got), vec![format!("m{n}")], "{version:?}");
             assert_eq!(got[0].qos, granted, "{version:?} step {n}");
         }
-        sub.disconnect().await;
-        publisher.disconnect().await;
+        assert!(sub.disconnect().await.is_empty());
+        assert!(publisher.disconnect().await.is_empty());
         eventually("subscriptions to go", || {
             broker.broker.subscription_count() == 0
         })
@@ -326,7 +327,7 @@ async fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos_v311() {
     let broker = TestBroker::start().await;
     let mut sub = client(&broker, V311, "overlap-311").await;
     let ack = sub
-        .subscribe(
+        .subscribe_filters(
             1,
             &[
                 ("o/+", QoS::AtMostOnce),
@@ -338,13 +339,13 @@ async fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos_v311() {
     assert_eq!(ack.reasons.len(), 3);
     let mut publisher = client(&broker, V311, "overlap-311-pub").await;
     publisher
-        .publish(publish_packet("o/t", "two", QoS::ExactlyOnce, 1))
+        .publish_and_wait(publish_packet("o/t", "two", QoS::ExactlyOnce, 1))
         .await;
     publisher
-        .publish(publish_packet("o/t", "one", QoS::AtLeastOnce, 2))
+        .publish_and_wait(publish_packet("o/t", "one", QoS::AtLeastOnce, 2))
         .await;
     publisher
-        .publish(publish_packet("o/other", "also-two", QoS::ExactlyOnce, 3))
+        .publish_and_wait(publish_packet("o/other", "also-two", QoS::ExactlyOnce, 3))
         .await;
     let got = sub.recv_publishes(3).await;
     assert_eq!(payloads(&got), vec!["two", "one", "also-two"]);
@@ -370,10 +371,10 @@ async fn overlapping_subscriptions_v5_carry_every_matching_subscription_identifi
     sub.subscribe_with(subscribe_with_id(3, "ov/t", QoS::AtMostOnce, 33))
         .await;
     // No identifier on this one: it matches but adds none.
-    sub.subscribe(4, &[("+/t", QoS::AtMostOnce)]).await;
+    sub.subscribe_filters(4, &[("+/t", QoS::AtMostOnce)]).await;
     let mut publisher = client(&broker, V5, "overlap-v5-pub").await;
     publisher
-        .publish(publish_packet("ov/t", "x", QoS::ExactlyOnce, 1))
+        .publish_and_wait(publish_packet("ov/t", "x", QoS::ExactlyOnce, 1))
         .await;
     let got = sub.recv_publishes(1).await;
     assert_eq!(got[0].qos, QoS::AtLeastOnce);
@@ -400,7 +401,7 @@ async fn share_members(
     let mut members = Vec::new();
     for i in 0..count {
         let mut c = client(broker, version, &format!("{prefix}-{i}")).await;
-        let ack = c.subscribe(1, &[(filter, QoS::AtLeastOnce)]).await;
+        let ack = c.subscribe_filters(1, &[(filter, QoS::AtLeastOnce)]).await;
         assert_eq!(ack.reasons, vec![ReasonCode::GrantedQoS1]);
         members.push(c);
     }
@@ -411,7 +412,7 @@ async fn share_members(
 async fn publish_numbered(publisher: &mut RawClient, topic: &str, count: u16) {
     for n in 0..count {
         publisher
-            .publish(publish_packet(
+            .publish_and_wait(publish_packet(
                 topic,
                 n.to_string(),
                 QoS::AtLeastOnce,
@@ -490,7 +491,9 @@ async fn each_share_group_and_each_plain_subscriber_gets_a_copy() {
     let mut group_a = share_members(&broker, V5, "ga", "$share/a/ev/+", 2).await;
     let mut group_b = share_members(&broker, V5, "gb", "$share/b/ev/+", 1).await;
     let mut plain = client(&broker, V311, "plain").await;
-    plain.subscribe(1, &[("ev/+", QoS::AtLeastOnce)]).await;
+    plain
+        .subscribe_filters(1, &[("ev/+", QoS::AtLeastOnce)])
+        .await;
     let mut publisher = client(&broker, V5, "groups-pub").await;
     publish_numbered(&mut publisher, "ev/x", 10).await;
 
@@ -518,7 +521,7 @@ async fn share_members_that_disconnect_stop_receiving() {
     let mut members = share_members(&broker, V5, "leave", "$share/g/l/t", 3).await;
     let third = members.pop().expect("three");
     let second = members.pop().expect("two");
-    second.disconnect().await;
+    assert!(second.disconnect().await.is_empty());
     eventually("the member's subscription to go", || {
         broker.broker.subscription_count() == 2
     })
@@ -546,15 +549,16 @@ async fn retained_messages_are_not_sent_on_a_shared_subscription() {
     let broker = TestBroker::start().await;
     let mut publisher = client(&broker, V5, "sr-pub").await;
     publisher
-        .publish(retained_packet("sr/t", "kept", QoS::AtLeastOnce, 1))
+        .publish_and_wait(retained_packet("sr/t", "kept", QoS::AtLeastOnce, 1))
         .await;
     assert_eq!(broker.broker.retained_count(), 1);
     for version in [V5, V311] {
         let mut sub = client(&broker, version, &format!("sr-sub-{}", version.level())).await;
-        sub.subscribe(1, &[("$share/g/sr/#", QoS::AtLeastOnce)])
+        sub.subscribe_filters(1, &[("$share/g/sr/#", QoS::AtLeastOnce)])
             .await;
         sub.assert_quiet().await;
-        sub.subscribe(2, &[("sr/#", QoS::AtLeastOnce)]).await;
+        sub.subscribe_filters(2, &[("sr/#", QoS::AtLeastOnce)])
+            .await;
         let got = sub.recv_publishes(1).await;
         assert_eq!(payloads(&got), vec!["kept"]);
         assert!(got[0].retain, "retained replay has RETAIN=1");
@@ -675,7 +679,7 @@ async fn fan_out_reaches_each_of_200_subscribers_once() {
             } else {
                 QoS::AtMostOnce
             };
-            c.subscribe(1, &[("fan/out", qos)]).await;
+            c.subscribe_filters(1, &[("fan/out", qos)]).await;
             (c, qos)
         });
     }
@@ -687,7 +691,7 @@ async fn fan_out_reaches_each_of_200_subscribers_once() {
 
     let mut publisher = client(&broker, V5, "fan-pub").await;
     publisher
-        .publish(publish_packet(
+        .publish_and_wait(publish_packet(
             "fan/out",
             "to everyone",
             QoS::AtLeastOnce,
@@ -736,19 +740,21 @@ async fn subscription_count_returns_to_zero_when_clean_sessions_leave() {
     for version in [V31, V311, V5] {
         let level = version.level();
         let mut a = client(&broker, version, &format!("count-a-{level}")).await;
-        a.subscribe(1, &filters).await;
+        a.subscribe_filters(1, &filters).await;
         by_disconnect.push(a);
         let mut b = client(&broker, version, &format!("count-b-{level}")).await;
-        b.subscribe(1, &filters).await;
+        b.subscribe_filters(1, &filters).await;
         by_drop.push(b);
     }
     let (mut persistent, _) =
         RawClient::connect_with(broker.addr, connect_packet(V311, "count-persistent", false)).await;
-    persistent.subscribe(1, &[("p/t", QoS::AtLeastOnce)]).await;
+    persistent
+        .subscribe_filters(1, &[("p/t", QoS::AtLeastOnce)])
+        .await;
     assert_eq!(broker.broker.subscription_count(), 6 * filters.len() + 1);
 
     for c in by_disconnect {
-        c.disconnect().await;
+        assert!(c.disconnect().await.is_empty());
     }
     eventually("disconnected sessions' subscriptions to go", || {
         broker.broker.subscription_count() == 3 * filters.len() + 1
@@ -759,7 +765,7 @@ async fn subscription_count_returns_to_zero_when_clean_sessions_leave() {
         broker.broker.subscription_count() == 1
     })
     .await;
-    persistent.disconnect().await;
+    assert!(persistent.disconnect().await.is_empty());
     // The persistent session outlives its connection, subscription included.
     tokio::time::sleep(QUIET).await;
     assert_eq!(broker.broker.subscription_count(), 1);
@@ -772,7 +778,7 @@ async fn subscription_count_returns_to_zero_when_clean_sessions_leave() {
         broker.broker.subscription_count() == 0
     })
     .await;
-    clean.disconnect().await;
+    assert!(clean.disconnect().await.is_empty());
     eventually("no session to remain", || {
         broker.broker.session_count() == 0
     })
@@ -852,9 +858,9 @@ async fn an_offline_share_member_is_skipped_while_others_are_online() {
         ..connect_packet(V5, "away-off", clean)
     };
     let (mut away, _) = RawClient::connect_with(broker.addr, persistent(true)).await;
-    away.subscribe(1, &[("$share/g/away/t", QoS::AtLeastOnce)])
+    away.subscribe_filters(1, &[("$share/g/away/t", QoS::AtLeastOnce)])
         .await;
-    away.disconnect().await;
+    assert!(away.disconnect().await.is_empty());
     assert_eq!(broker.broker.subscription_count(), 2);
 
     let mut publisher = client(&broker, V5, "away-pub").await;

@@ -33,7 +33,7 @@ async fn subscriber(
     qos: QoS,
 ) -> RawClient {
     let mut c = client(broker, version, id).await;
-    c.subscribe(1, &[(filter, qos)]).await;
+    c.subscribe_filters(1, &[(filter, qos)]).await;
     c
 }
 
@@ -54,7 +54,7 @@ async fn qos0_is_delivered_once_without_packet_id_in_every_version() {
         .await;
         let mut publisher = client(&broker, version, &format!("q0-pub-{level}")).await;
         let ack = publisher
-            .publish(publish_packet(&topic, "zero", QoS::AtMostOnce, 0))
+            .publish_and_wait(publish_packet(&topic, "zero", QoS::AtMostOnce, 0))
             .await;
         assert_eq!(ack, None);
         let got = sub.recv_publish().await;
@@ -87,7 +87,7 @@ async fn qos1_flow_is_acknowledged_in_both_directions() {
         .await;
         let mut publisher = client(&broker, version, &format!("q1-pub-{level}")).await;
         let ack = publisher
-            .publish(publish_packet(&topic, "one", QoS::AtLeastOnce, 0xBEEF))
+            .publish_and_wait(publish_packet(&topic, "one", QoS::AtLeastOnce, 0xBEEF))
             .await;
         assert_eq!(ack, Some(PubResponse::success(pid(0xBEEF))), "{version:?}");
 
@@ -147,7 +147,7 @@ async fn qos2_inbound_flow_delivers_once_despite_a_duplicate_publish() {
         );
         // The id is free again: this is a new message.
         publisher
-            .publish(publish_packet(&topic, "again", QoS::ExactlyOnce, 0x0102))
+            .publish_and_wait(publish_packet(&topic, "again", QoS::ExactlyOnce, 0x0102))
             .await;
 
         let got = sub.recv_publishes(2).await;
@@ -179,7 +179,7 @@ async fn qos2_outbound_flow_goes_publish_pubrec_pubrel_pubcomp() {
         for round in 1..=2u16 {
             let payload = format!("m{round}");
             publisher
-                .publish(publish_packet(
+                .publish_and_wait(publish_packet(
                     &topic,
                     payload.clone(),
                     QoS::ExactlyOnce,
@@ -254,7 +254,7 @@ async fn unacknowledged_deliveries_have_distinct_ids_and_respect_the_inflight_wi
     let mut publisher = client(&broker, V311, "window-pub").await;
     for n in 0..8u16 {
         publisher
-            .publish(publish_packet(
+            .publish_and_wait(publish_packet(
                 "win/t",
                 n.to_string(),
                 QoS::AtLeastOnce,
@@ -320,7 +320,7 @@ async fn delivery_qos_is_the_minimum_of_published_and_granted_qos() {
         for (n, published) in all.into_iter().enumerate() {
             let n = u16::try_from(n + 1).expect("small");
             publisher
-                .publish(publish_packet(
+                .publish_and_wait(publish_packet(
                     &topic,
                     vec![published.as_u8()],
                     published,
@@ -367,7 +367,7 @@ async fn payloads_of_0_bytes_1_mib_and_every_byte_value_arrive_unchanged() {
             let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][n % 3];
             let id = u16::try_from(n + 1).expect("small");
             publisher
-                .publish(publish_packet("pl/t", payload.clone(), qos, id))
+                .publish_and_wait(publish_packet("pl/t", payload.clone(), qos, id))
                 .await;
         }
         let got = sub.recv_publishes(payloads.len()).await;
@@ -414,7 +414,7 @@ async fn non_ascii_topic_with_a_bom_arrives_unchanged() {
         .await;
         let mut publisher = client(&broker, version, &format!("utf8-pub-{level}")).await;
         publisher
-            .publish(publish_packet(topic, "ünïcödé", QoS::AtLeastOnce, 1))
+            .publish_and_wait(publish_packet(topic, "ünïcödé", QoS::AtLeastOnce, 1))
             .await;
         let drained = recv_publishes_all(vec![(exact, 1), (wild, 1), (without_bom, 0)]).await;
         for (_, got) in &drained[..2] {
@@ -533,7 +533,8 @@ async fn oversized_publish_closes_only_the_offender() {
     const MAX: u32 = 1024;
     let broker = TestBroker::start_with(|c| c.limits.max_packet_size = MAX).await;
     let mut sub = client(&broker, V5, "big-sub").await;
-    sub.subscribe(1, &[("big/#", QoS::AtMostOnce)]).await;
+    sub.subscribe_filters(1, &[("big/#", QoS::AtMostOnce)])
+        .await;
 
     let (mut v5, ack) = RawClient::connect(broker.addr, V5, "big-5", true).await;
     assert_eq!(
@@ -572,7 +573,7 @@ async fn oversized_publish_closes_only_the_offender() {
     sub.assert_quiet().await;
     let mut other = client(&broker, V5, "big-other").await;
     other
-        .publish(publish_packet(
+        .publish_and_wait(publish_packet(
             "big/small",
             "still works",
             QoS::AtLeastOnce,
@@ -637,7 +638,7 @@ async fn a_full_queue_drops_new_messages_and_keeps_the_queued_ones_in_order() {
     let mut publisher = client(&broker, V311, "full-pub").await;
     for n in 0..4u16 {
         publisher
-            .publish(publish_packet(
+            .publish_and_wait(publish_packet(
                 "full/t",
                 n.to_string(),
                 QoS::AtLeastOnce,
@@ -654,7 +655,7 @@ async fn a_full_queue_drops_new_messages_and_keeps_the_queued_ones_in_order() {
     // The window is full: three more wait in the queue, the other three are dropped.
     for n in 4..10u16 {
         publisher
-            .publish(publish_packet(
+            .publish_and_wait(publish_packet(
                 "full/t",
                 n.to_string(),
                 QoS::AtLeastOnce,
@@ -830,7 +831,7 @@ async fn a_v5_publish_with_properties_reaches_v311_subscribers_without_them() {
     message.properties.correlation_data = Some(Bytes::from_static(b"c"));
     message.properties.message_expiry_interval = Some(60);
     message.properties.response_topic = Some(common::flows::topic("r/t"));
-    publisher.publish(message).await;
+    publisher.publish_and_wait(message).await;
 
     let expected = frame(0x30, &[prefixed(b"x/t"), b"payload".to_vec()].concat());
     for sub in &mut subs {
@@ -854,11 +855,11 @@ async fn publish_without_subscribers_is_still_acknowledged() {
     for version in [V311, V5] {
         let mut publisher = client(&broker, version, &format!("nosub-{}", version.level())).await;
         let ack = publisher
-            .publish(publish_packet("nobody/home", "x", QoS::AtLeastOnce, 3))
+            .publish_and_wait(publish_packet("nobody/home", "x", QoS::AtLeastOnce, 3))
             .await;
         assert_eq!(ack, Some(PubResponse::success(pid(3))));
         let rec = publisher
-            .publish(publish_packet("nobody/home", "x", QoS::ExactlyOnce, 4))
+            .publish_and_wait(publish_packet("nobody/home", "x", QoS::ExactlyOnce, 4))
             .await;
         assert_eq!(rec, Some(PubResponse::success(pid(4))));
         drop(publisher);

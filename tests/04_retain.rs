@@ -33,7 +33,7 @@ async fn retain(broker: &TestBroker, messages: &[(&str, &str)]) {
     for (n, (topic_name, payload)) in messages.iter().enumerate() {
         let id = u16::try_from(n % 60_000 + 1).expect("small");
         publisher
-            .publish(retained_packet(
+            .publish_and_wait(retained_packet(
                 topic_name,
                 payload.to_string(),
                 QoS::AtLeastOnce,
@@ -41,7 +41,7 @@ async fn retain(broker: &TestBroker, messages: &[(&str, &str)]) {
             ))
             .await;
     }
-    publisher.disconnect().await;
+    assert!(publisher.disconnect().await.is_empty());
 }
 
 fn sorted_topics(publishes: &[Publish]) -> Vec<String> {
@@ -67,7 +67,7 @@ async fn a_retained_message_is_sent_to_late_subscribers_with_retain_set() {
         let topic_name = format!("late/{level}/t");
         let mut publisher = client(&broker, version, &format!("late-pub-{level}")).await;
         publisher
-            .publish(retained_packet(&topic_name, "stored", QoS::AtLeastOnce, 1))
+            .publish_and_wait(retained_packet(&topic_name, "stored", QoS::AtLeastOnce, 1))
             .await;
         drop(publisher);
         let filters = [
@@ -84,7 +84,8 @@ async fn a_retained_message_is_sent_to_late_subscribers_with_retain_set() {
         let mut subs = Vec::new();
         for (i, filter) in filters.iter().enumerate() {
             let mut sub = client(&broker, version, &format!("late-sub-{level}-{i}")).await;
-            sub.subscribe(1, &[(filter, QoS::AtLeastOnce)]).await;
+            sub.subscribe_filters(1, &[(filter, QoS::AtLeastOnce)])
+                .await;
             subs.push((sub, expected[i].len()));
         }
         let received = recv_publishes_all(subs).await;
@@ -117,9 +118,9 @@ async fn a_wildcard_subscription_gets_every_matching_retained_message() {
     )
     .await;
     let mut hash = client(&broker, V5, "wild-hash").await;
-    hash.subscribe(1, &[("w/#", QoS::AtMostOnce)]).await;
+    hash.subscribe_filters(1, &[("w/#", QoS::AtMostOnce)]).await;
     let mut plus = client(&broker, V311, "wild-plus").await;
-    plus.subscribe(1, &[("w/+", QoS::AtMostOnce)]).await;
+    plus.subscribe_filters(1, &[("w/+", QoS::AtMostOnce)]).await;
     let drained = recv_publishes_all(vec![(hash, 4), (plus, 2)]).await;
     assert_eq!(
         sorted_topics(&drained[0].1),
@@ -141,11 +142,12 @@ async fn a_newer_retained_message_replaces_the_stored_one() {
     assert_eq!(broker.broker.retained_count(), 1);
     let mut publisher = client(&broker, V311, "rep-plain").await;
     publisher
-        .publish(publish_packet("rep/t", "not retained", QoS::AtLeastOnce, 1))
+        .publish_and_wait(publish_packet("rep/t", "not retained", QoS::AtLeastOnce, 1))
         .await;
     assert_eq!(broker.broker.retained_count(), 1);
     let mut sub = client(&broker, V311, "rep-sub").await;
-    sub.subscribe(1, &[("rep/t", QoS::AtLeastOnce)]).await;
+    sub.subscribe_filters(1, &[("rep/t", QoS::AtLeastOnce)])
+        .await;
     let got = sub.recv_publishes(1).await;
     assert_eq!(&got[0].payload[..], b"v2");
     drop((publisher, sub));
@@ -162,14 +164,15 @@ async fn an_empty_retained_message_clears_the_topic_and_still_reaches_live_subsc
         let level = version.level();
         let topic_name = format!("clear/{level}");
         let mut live = client(&broker, version, &format!("clear-live-{level}")).await;
-        live.subscribe(1, &[(&topic_name, QoS::AtLeastOnce)]).await;
+        live.subscribe_filters(1, &[(&topic_name, QoS::AtLeastOnce)])
+            .await;
         let mut publisher = client(&broker, version, &format!("clear-pub-{level}")).await;
         publisher
-            .publish(retained_packet(&topic_name, "x", QoS::AtLeastOnce, 1))
+            .publish_and_wait(retained_packet(&topic_name, "x", QoS::AtLeastOnce, 1))
             .await;
         assert_eq!(broker.broker.retained_count(), 1);
         publisher
-            .publish(retained_packet(
+            .publish_and_wait(retained_packet(
                 &topic_name,
                 Bytes::new(),
                 QoS::AtLeastOnce,
@@ -179,7 +182,7 @@ async fn an_empty_retained_message_clears_the_topic_and_still_reaches_live_subsc
         assert_eq!(broker.broker.retained_count(), 0);
         // Clearing a topic with nothing stored stores nothing either.
         publisher
-            .publish(retained_packet(
+            .publish_and_wait(retained_packet(
                 &topic_name,
                 Bytes::new(),
                 QoS::AtMostOnce,
@@ -197,7 +200,8 @@ async fn an_empty_retained_message_clears_the_topic_and_still_reaches_live_subsc
         );
 
         let mut late = client(&broker, version, &format!("clear-late-{level}")).await;
-        late.subscribe(1, &[(&topic_name, QoS::AtLeastOnce)]).await;
+        late.subscribe_filters(1, &[(&topic_name, QoS::AtLeastOnce)])
+            .await;
         late.assert_quiet().await;
         drop((live, publisher, late));
     }
@@ -211,9 +215,12 @@ async fn an_empty_retained_message_clears_the_topic_and_still_reaches_live_subsc
 async fn live_delivery_has_retain_0_unless_retain_as_published() {
     let broker = TestBroker::start().await;
     let mut v3 = client(&broker, V311, "rap-311").await;
-    v3.subscribe(1, &[("rap/t", QoS::AtLeastOnce)]).await;
+    v3.subscribe_filters(1, &[("rap/t", QoS::AtLeastOnce)])
+        .await;
     let mut plain = client(&broker, V5, "rap-plain").await;
-    plain.subscribe(1, &[("rap/t", QoS::AtLeastOnce)]).await;
+    plain
+        .subscribe_filters(1, &[("rap/t", QoS::AtLeastOnce)])
+        .await;
     let mut rap = client(&broker, V5, "rap-rap").await;
     let rap_options = SubscriptionOptions {
         retain_as_published: true,
@@ -223,10 +230,10 @@ async fn live_delivery_has_retain_0_unless_retain_as_published() {
         .await;
     let mut publisher = client(&broker, V5, "rap-pub").await;
     publisher
-        .publish(retained_packet("rap/t", "retained", QoS::AtLeastOnce, 1))
+        .publish_and_wait(retained_packet("rap/t", "retained", QoS::AtLeastOnce, 1))
         .await;
     publisher
-        .publish(publish_packet("rap/t", "plain", QoS::AtLeastOnce, 2))
+        .publish_and_wait(publish_packet("rap/t", "plain", QoS::AtLeastOnce, 2))
         .await;
     let drained = recv_publishes_all(vec![(v3, 2), (plain, 2), (rap, 2)]).await;
     let flags = |i: usize| -> Vec<(bool, Bytes)> {
@@ -262,7 +269,7 @@ async fn retained_qos_is_the_minimum_of_stored_and_granted() {
         let n = u16::try_from(n + 1).expect("small");
         let name = format!("rq/{}", stored.as_u8());
         publisher
-            .publish(retained_packet(&name, "r", stored, n))
+            .publish_and_wait(retained_packet(&name, "r", stored, n))
             .await;
     }
     drop(publisher);
@@ -271,7 +278,7 @@ async fn retained_qos_is_the_minimum_of_stored_and_granted() {
         for version in [V311, V5] {
             let id = format!("rq-{}-{}", granted.as_u8(), version.level());
             let mut sub = client(&broker, version, &id).await;
-            sub.subscribe(1, &[("rq/+", granted)]).await;
+            sub.subscribe_filters(1, &[("rq/+", granted)]).await;
             subs.push((granted, sub));
         }
     }
@@ -354,7 +361,7 @@ async fn retain_handling_2_never_sends_retained_messages() {
     sub.assert_quiet().await;
     let mut publisher = client(&broker, V5, "rh2-pub").await;
     publisher
-        .publish(retained_packet("rh2/t", "live", QoS::AtLeastOnce, 1))
+        .publish_and_wait(retained_packet("rh2/t", "live", QoS::AtLeastOnce, 1))
         .await;
     let got = sub.recv_publishes(1).await;
     assert_eq!(&got[0].payload[..], b"live");
@@ -371,14 +378,16 @@ async fn an_expired_retained_message_is_not_served() {
     let mut publisher = client(&broker, V5, "exp-pub").await;
     let mut short = retained_packet("exp/short", "short", QoS::AtLeastOnce, 1);
     short.properties.message_expiry_interval = Some(1);
-    publisher.publish(short).await;
+    publisher.publish_and_wait(short).await;
     let mut long = retained_packet("exp/long", "long", QoS::AtLeastOnce, 2);
     long.properties.message_expiry_interval = Some(60);
-    publisher.publish(long).await;
+    publisher.publish_and_wait(long).await;
     assert_eq!(broker.broker.retained_count(), 2);
 
     let mut early = client(&broker, V5, "exp-early").await;
-    early.subscribe(1, &[("exp/short", QoS::AtLeastOnce)]).await;
+    early
+        .subscribe_filters(1, &[("exp/short", QoS::AtLeastOnce)])
+        .await;
     // Served while still valid.
     let got = early.recv_publishes(1).await;
     assert_eq!(got[0].properties.message_expiry_interval, Some(1));
@@ -386,7 +395,8 @@ async fn an_expired_retained_message_is_not_served() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for version in [V5, V311] {
         let mut late = client(&broker, version, &format!("exp-late-{}", version.level())).await;
-        late.subscribe(1, &[("exp/#", QoS::AtLeastOnce)]).await;
+        late.subscribe_filters(1, &[("exp/#", QoS::AtLeastOnce)])
+            .await;
         let got = late.recv_publishes(1).await;
         assert_eq!(sorted_topics(&got), vec!["exp/long"], "{version:?}");
         if version == V5 {
@@ -422,7 +432,8 @@ async fn retained_replay_larger_than_the_inflight_window_arrives_complete() {
         ..connect_packet(V5, "many-rm2", true)
     };
     let (mut sub, _) = RawClient::connect_with(broker.addr, connect).await;
-    sub.subscribe(1, &[("many/#", QoS::AtLeastOnce)]).await;
+    sub.subscribe_filters(1, &[("many/#", QoS::AtLeastOnce)])
+        .await;
     let mut outstanding = std::collections::VecDeque::new();
     let mut seen = BTreeSet::new();
     while seen.len() < COUNT {
@@ -453,9 +464,11 @@ async fn retained_replay_larger_than_the_inflight_window_arrives_complete() {
 
     // A 3.1.1 client (window 20) and a QoS 0 subscription (no window) get all of them too.
     let mut v3 = client(&broker, V311, "many-311").await;
-    v3.subscribe(1, &[("many/+", QoS::ExactlyOnce)]).await;
+    v3.subscribe_filters(1, &[("many/+", QoS::ExactlyOnce)])
+        .await;
     let mut qos0 = client(&broker, V5, "many-qos0").await;
-    qos0.subscribe(1, &[("many/#", QoS::AtMostOnce)]).await;
+    qos0.subscribe_filters(1, &[("many/#", QoS::AtMostOnce)])
+        .await;
     for (_, got) in recv_publishes_all(vec![(v3, COUNT), (qos0, COUNT)]).await {
         assert_eq!(sorted_topics(&got), names);
     }
@@ -482,7 +495,7 @@ async fn dollar_topics_are_retained_but_not_matched_by_leading_wildcards() {
     let filters = ["#", "+/state", "$SYS/#", "$app/+", "+/+/uptime"];
     for (i, filter) in filters.iter().enumerate() {
         let mut sub = client(&broker, V5, &format!("dollar-{i}")).await;
-        sub.subscribe(1, &[(filter, QoS::AtMostOnce)]).await;
+        sub.subscribe_filters(1, &[(filter, QoS::AtMostOnce)]).await;
         subs.push(sub);
     }
     let counts = [1, 1, 1, 1, 0];
@@ -520,7 +533,7 @@ async fn retained_count_tracks_additions_replacements_and_clears() {
     for (n, (name, payload, qos, count)) in steps.into_iter().enumerate() {
         let id = u16::try_from(n + 1).expect("small");
         publisher
-            .publish(retained_packet(name, payload.to_owned(), qos, id))
+            .publish_and_wait(retained_packet(name, payload.to_owned(), qos, id))
             .await;
         assert_eq!(
             broker.broker.retained_count(),
@@ -529,7 +542,8 @@ async fn retained_count_tracks_additions_replacements_and_clears() {
         );
     }
     let mut sub = client(&broker, V311, "count-sub").await;
-    sub.subscribe(1, &[("cnt/#", QoS::ExactlyOnce)]).await;
+    sub.subscribe_filters(1, &[("cnt/#", QoS::ExactlyOnce)])
+        .await;
     let got = sub.recv_publishes(1).await;
     assert_eq!(sorted_topics(&got), vec!["cnt/a"]);
     assert_eq!(&got[0].payload[..], b"2");
@@ -546,12 +560,14 @@ async fn retained_count_tracks_additions_replacements_and_clears() {
 async fn without_retain_support_retained_publishes_are_refused() {
     let broker = TestBroker::start_with(|c| c.limits.retain_available = false).await;
     let mut watcher = client(&broker, V5, "noret-watch").await;
-    watcher.subscribe(1, &[("noret/#", QoS::AtLeastOnce)]).await;
+    watcher
+        .subscribe_filters(1, &[("noret/#", QoS::AtLeastOnce)])
+        .await;
 
     let (mut v5, ack) = RawClient::connect(broker.addr, V5, "noret-5", true).await;
     assert_eq!(ack.reason, ReasonCode::Success);
     assert_eq!(ack.properties.retain_available, Some(false));
-    v5.publish(publish_packet("noret/plain", "ok", QoS::AtLeastOnce, 1))
+    v5.publish_and_wait(publish_packet("noret/plain", "ok", QoS::AtLeastOnce, 1))
         .await;
     v5.send(&Packet::Publish(retained_packet(
         "noret/r",
@@ -631,9 +647,10 @@ async fn a_retained_message_keeps_its_properties_on_replay() {
         },
     ];
     let sent = message.properties.clone();
-    publisher.publish(message).await;
+    publisher.publish_and_wait(message).await;
     let mut sub = client(&broker, V5, "props-sub").await;
-    sub.subscribe(1, &[("props/#", QoS::AtLeastOnce)]).await;
+    sub.subscribe_filters(1, &[("props/#", QoS::AtLeastOnce)])
+        .await;
     let got = sub.recv_publishes(1).await;
     assert_eq!(got[0].properties, sent);
     assert_eq!(&got[0].payload[..], b"{\"on\":true}");

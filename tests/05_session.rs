@@ -111,7 +111,7 @@ async fn v5_session_present_follows_clean_start() {
     let broker = TestBroker::start().await;
     let addr = broker.addr;
     let session_present = |clean_start: bool| async move {
-        let (mut client, ack) =
+        let (client, ack) =
             RawClient::connect_with(addr, v5_connect("sp-5", clean_start, Some(60))).await;
         assert_eq!(ack.reason, ReasonCode::Success);
         assert!(client.disconnect().await.is_empty());
@@ -855,7 +855,7 @@ async fn v5_disconnect_setting_expiry_after_connect_set_zero_is_a_protocol_error
             "CONNECT expiry {expiry:?}"
         );
         // The session still ended with the connection.
-        let (mut client, ack) =
+        let (client, ack) =
             RawClient::connect_with(broker.addr, v5_connect("exp-bad", false, None)).await;
         assert!(!ack.session_present, "CONNECT expiry {expiry:?}");
         assert!(client.disconnect().await.is_empty());
@@ -887,7 +887,7 @@ async fn v311_persistent_session_expires_after_persistent_client_expiration() {
     let (mut client, _) = RawClient::connect_with(broker.addr, persistent(V311, "pce")).await;
     client.subscribe("pce/t", QoS::AtLeastOnce).await;
     assert!(client.disconnect().await.is_empty());
-    let (mut client, ack) = RawClient::connect_with(broker.addr, persistent(V311, "pce")).await;
+    let (client, ack) = RawClient::connect_with(broker.addr, persistent(V311, "pce")).await;
     assert!(ack.session_present, "resumed within a second");
     assert!(client.disconnect().await.is_empty());
     tokio::time::sleep(Duration::from_millis(1700)).await;

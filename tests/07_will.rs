@@ -259,7 +259,7 @@ async fn will_is_not_published_after_a_normal_disconnect() {
             true,
             None,
         );
-        let (mut client, _) = RawClient::connect_with(broker.addr, connect).await;
+        let (client, _) = RawClient::connect_with(broker.addr, connect).await;
         // [MQTT-3.1.2-10] (3.1.1 [MQTT-3.1.2-10]) DISCONNECT 0x00 discards the will.
         assert!(client.disconnect().await.is_empty(), "{version:?}");
         expect_no_will(&mut watcher, QUIET).await;

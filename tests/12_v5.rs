@@ -44,7 +44,7 @@ async fn client_with(broker: &TestBroker, id: &str, properties: ConnectPropertie
 /// A 5.0 client subscribed to `filter` at `qos`.
 async fn subscriber(broker: &TestBroker, id: &str, filter: &str, qos: QoS) -> RawClient {
     let mut c = client(broker, id).await;
-    c.subscribe(1, &[(filter, qos)]).await;
+    c.subscribe_filters(1, &[(filter, qos)]).await;
     c
 }
 
@@ -110,7 +110,7 @@ async fn inbound_topic_alias_is_set_reused_and_remapped() {
     for (n, (name, alias, payload)) in steps.into_iter().enumerate() {
         let id = u16::try_from(n + 1).expect("small");
         let ack = publisher
-            .publish(aliased(name, alias, payload, QoS::AtLeastOnce, id))
+            .publish_and_wait(aliased(name, alias, payload, QoS::AtLeastOnce, id))
             .await;
         assert_eq!(ack, Some(PubResponse::success(pid(id))));
     }
@@ -187,7 +187,7 @@ async fn with_aliases_disabled_any_inbound_alias_is_refused() {
 async fn empty_topic_without_a_known_alias_is_a_protocol_error() {
     let broker = TestBroker::start().await;
     let mut c = client(&broker, "alias-unknown").await;
-    c.publish(aliased("alias/set", 2, "x", QoS::AtLeastOnce, 1))
+    c.publish_and_wait(aliased("alias/set", 2, "x", QoS::AtLeastOnce, 1))
         .await;
     c.send(&Packet::Publish(aliased("", 3, "y", QoS::AtLeastOnce, 2)))
         .await;
@@ -217,10 +217,11 @@ async fn topic_aliases_do_not_survive_a_reconnect() {
         ..connect_packet(V5, "alias-reconnect", clean)
     };
     let (mut c, _) = RawClient::connect_with(broker.addr, persistent(true)).await;
-    c.publish(aliased("alias/r", 1, "x", QoS::AtLeastOnce, 1))
+    c.publish_and_wait(aliased("alias/r", 1, "x", QoS::AtLeastOnce, 1))
         .await;
-    c.publish(aliased("", 1, "y", QoS::AtLeastOnce, 2)).await;
-    c.disconnect().await;
+    c.publish_and_wait(aliased("", 1, "y", QoS::AtLeastOnce, 2))
+        .await;
+    assert!(c.disconnect().await.is_empty());
     let (mut again, ack) = RawClient::connect_with(broker.addr, persistent(false)).await;
     assert!(ack.session_present, "the session itself continues");
     again
@@ -249,13 +250,14 @@ async fn outbound_aliases_are_assigned_up_to_the_clients_maximum() {
         },
     )
     .await;
-    sub.subscribe(1, &[("oa/+", QoS::AtLeastOnce)]).await;
+    sub.subscribe_filters(1, &[("oa/+", QoS::AtLeastOnce)])
+        .await;
     let mut publisher = client(&broker, "alias-out-pub").await;
     let sent = ["oa/a", "oa/a", "oa/b", "oa/c", "oa/b", "oa/a", "oa/c"];
     for (n, name) in sent.into_iter().enumerate() {
         let id = u16::try_from(n + 1).expect("small");
         publisher
-            .publish(publish_packet(name, n.to_string(), QoS::AtLeastOnce, id))
+            .publish_and_wait(publish_packet(name, n.to_string(), QoS::AtLeastOnce, id))
             .await;
     }
     let got: Vec<(String, Option<u16>, String)> = sub
@@ -302,11 +304,12 @@ async fn no_outbound_aliases_when_the_client_allows_none() {
         },
     )
     .await;
-    zero.subscribe(1, &[("na/t", QoS::AtMostOnce)]).await;
+    zero.subscribe_filters(1, &[("na/t", QoS::AtMostOnce)])
+        .await;
     let mut publisher = client(&broker, "alias-none-pub").await;
     for n in 0..3u16 {
         publisher
-            .publish(publish_packet("na/t", "x", QoS::AtLeastOnce, n + 1))
+            .publish_and_wait(publish_packet("na/t", "x", QoS::AtLeastOnce, n + 1))
             .await;
     }
     for (_, got) in recv_publishes_all(vec![(absent, 3), (zero, 3)]).await {
@@ -334,7 +337,7 @@ async fn rumqttc_v5_client_with_topic_aliases_receives_the_right_topics() {
     for (n, name) in sent.into_iter().enumerate() {
         let id = u16::try_from(n + 1).expect("small");
         publisher
-            .publish(publish_packet(name, n.to_string(), QoS::AtLeastOnce, id))
+            .publish_and_wait(publish_packet(name, n.to_string(), QoS::AtLeastOnce, id))
             .await;
     }
     // rumqttc reports the PUBLISH as received, so the application resolves aliases itself.
@@ -386,8 +389,9 @@ async fn messages_that_expire_while_queued_are_not_delivered() {
         ..connect_packet(V5, "expiry-offline", clean)
     };
     let (mut sub, _) = RawClient::connect_with(broker.addr, persistent(true)).await;
-    sub.subscribe(1, &[("exp/#", QoS::AtLeastOnce)]).await;
-    sub.disconnect().await;
+    sub.subscribe_filters(1, &[("exp/#", QoS::AtLeastOnce)])
+        .await;
+    assert!(sub.disconnect().await.is_empty());
 
     let mut publisher = client(&broker, "expiry-pub").await;
     for (n, (name, expiry)) in [
@@ -401,7 +405,7 @@ async fn messages_that_expire_while_queued_are_not_delivered() {
         let id = u16::try_from(n + 1).expect("small");
         let mut message = publish_packet(name, "m", QoS::AtLeastOnce, id);
         message.properties.message_expiry_interval = expiry;
-        publisher.publish(message).await;
+        publisher.publish_and_wait(message).await;
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (mut sub, ack) = RawClient::connect_with(broker.addr, persistent(false)).await;
@@ -430,7 +434,7 @@ async fn a_live_delivery_carries_the_remaining_expiry_interval() {
     let mut publisher = client(&broker, "expiry-live-pub").await;
     let mut message = publish_packet("live/t", "m", QoS::AtLeastOnce, 1);
     message.properties.message_expiry_interval = Some(30);
-    publisher.publish(message).await;
+    publisher.publish_and_wait(message).await;
     let got = sub.recv_publish().await;
     let left = got.properties.message_expiry_interval.expect("forwarded");
     assert!((25..=30).contains(&left), "{left}");
@@ -446,7 +450,7 @@ async fn subscription_identifiers_are_delivered_and_updated_on_resubscribe() {
     let broker = TestBroker::start().await;
     let mut publisher = client(&broker, "sid-pub").await;
     publisher
-        .publish(retained_packet("sidr/r", "retained", QoS::AtLeastOnce, 1))
+        .publish_and_wait(retained_packet("sidr/r", "retained", QoS::AtLeastOnce, 1))
         .await;
     let mut sub = client(&broker, "sid-sub").await;
     sub.subscribe_with(subscribe_with_id(1, "sidr/#", QoS::AtLeastOnce, Some(9)))
@@ -462,7 +466,7 @@ async fn subscription_identifiers_are_delivered_and_updated_on_resubscribe() {
         sub.subscribe_with(subscribe_with_id(n, "sid/t", QoS::AtLeastOnce, id))
             .await;
         publisher
-            .publish(publish_packet("sid/t", n.to_string(), QoS::AtLeastOnce, n))
+            .publish_and_wait(publish_packet("sid/t", n.to_string(), QoS::AtLeastOnce, n))
             .await;
         let got = sub.recv_publish_acked().await;
         got_ids.push(ids(&got));
@@ -510,7 +514,7 @@ async fn no_local_keeps_a_clients_own_messages_from_it() {
     .await;
     let mut other = subscriber(&broker, "nl-other", "nl/+", QoS::AtLeastOnce).await;
 
-    me.publish(publish_packet("nl/t", "mine", QoS::AtLeastOnce, 1))
+    me.publish_and_wait(publish_packet("nl/t", "mine", QoS::AtLeastOnce, 1))
         .await;
     me.assert_quiet().await;
     me.send(&Packet::Publish(publish_packet(
@@ -551,7 +555,7 @@ async fn retain_as_published_keeps_the_flag_on_live_deliveries() {
     let broker = TestBroker::start().await;
     let mut publisher = client(&broker, "rap-pub").await;
     publisher
-        .publish(retained_packet("rap/old", "old", QoS::AtLeastOnce, 1))
+        .publish_and_wait(retained_packet("rap/old", "old", QoS::AtLeastOnce, 1))
         .await;
     let mut subs = Vec::new();
     for (i, rap) in [true, false].into_iter().enumerate() {
@@ -565,10 +569,10 @@ async fn retain_as_published_keeps_the_flag_on_live_deliveries() {
         subs.push(c);
     }
     publisher
-        .publish(retained_packet("rap/new", "new", QoS::AtLeastOnce, 2))
+        .publish_and_wait(retained_packet("rap/new", "new", QoS::AtLeastOnce, 2))
         .await;
     publisher
-        .publish(publish_packet("rap/new", "plain", QoS::AtLeastOnce, 3))
+        .publish_and_wait(publish_packet("rap/new", "plain", QoS::AtLeastOnce, 3))
         .await;
     let drained = recv_publishes_all(subs.into_iter().map(|c| (c, 3)).collect()).await;
     let flags = |i: usize| -> Vec<(String, bool)> {
@@ -629,7 +633,7 @@ async fn publish_properties_are_forwarded_unchanged() {
             user("ключ", "значение"),
         ];
         sent.push(message.properties.clone());
-        publisher.publish(message).await;
+        publisher.publish_and_wait(message).await;
     }
     let got = sub.recv_publishes(sent.len()).await;
     let got_properties: Vec<_> = got.iter().map(|p| p.properties.clone()).collect();
@@ -677,7 +681,7 @@ async fn invalid_utf8_with_payload_format_1_is_refused_with_0x99() {
 
     let mut valid = publish_packet("pfi/t", "grüße", QoS::AtLeastOnce, 3);
     valid.properties.payload_format = Some(PayloadFormat::Utf8);
-    publisher.publish(valid).await;
+    publisher.publish_and_wait(valid).await;
     // Only the valid message arrives.
     let got = sub.recv_publishes(1).await;
     assert_eq!(got[0].payload, Bytes::from("grüße"));
@@ -739,7 +743,7 @@ async fn a_message_too_big_for_one_subscriber_is_dropped_for_that_subscriber_onl
     .await;
     let mut subs = vec![small, client(&broker, "mps-big").await];
     for s in &mut subs {
-        s.subscribe(1, &[("mps/t", QoS::AtLeastOnce)]).await;
+        s.subscribe_filters(1, &[("mps/t", QoS::AtLeastOnce)]).await;
     }
     let mut publisher = client(&broker, "mps-pub").await;
     // A QoS 1 PUBLISH to "mps/t" without properties is 12 bytes plus the payload.
@@ -754,7 +758,7 @@ async fn a_message_too_big_for_one_subscriber_is_dropped_for_that_subscriber_onl
     for (n, payload) in payloads.iter().enumerate() {
         let id = u16::try_from(n + 1).expect("small");
         publisher
-            .publish(publish_packet(
+            .publish_and_wait(publish_packet(
                 "mps/t",
                 payload.clone(),
                 QoS::AtLeastOnce,
@@ -799,7 +803,8 @@ async fn the_broker_respects_the_clients_receive_maximum() {
         },
     )
     .await;
-    sub.subscribe(1, &[("rm/t", QoS::ExactlyOnce)]).await;
+    sub.subscribe_filters(1, &[("rm/t", QoS::ExactlyOnce)])
+        .await;
     let mut publisher = client(&broker, "rm-pub").await;
     for n in 0..6u16 {
         let qos = if n % 2 == 0 {
@@ -808,7 +813,7 @@ async fn the_broker_respects_the_clients_receive_maximum() {
             QoS::ExactlyOnce
         };
         publisher
-            .publish(publish_packet("rm/t", n.to_string(), qos, n + 1))
+            .publish_and_wait(publish_packet("rm/t", n.to_string(), qos, n + 1))
             .await;
     }
     let mut first = Vec::new();
@@ -982,15 +987,16 @@ async fn short_disconnect_is_a_normal_disconnect_without_the_will() {
 async fn v5_features_do_not_leak_to_a_v311_subscriber() {
     let broker = TestBroker::start().await;
     let (mut old, _) = RawClient::connect(broker.addr, V311, "leak-311", true).await;
-    old.subscribe(1, &[("leak/+", QoS::AtLeastOnce)]).await;
+    old.subscribe_filters(1, &[("leak/+", QoS::AtLeastOnce)])
+        .await;
     let mut publisher = client(&broker, "leak-pub").await;
     publisher
-        .publish(aliased("leak/t", 1, "first", QoS::AtLeastOnce, 1))
+        .publish_and_wait(aliased("leak/t", 1, "first", QoS::AtLeastOnce, 1))
         .await;
     let mut second = aliased("", 1, "second", QoS::AtLeastOnce, 2);
     second.properties.message_expiry_interval = Some(100);
     second.properties.user_properties = vec![user("k", "v")];
-    publisher.publish(second).await;
+    publisher.publish_and_wait(second).await;
     let got = old.recv_publishes(2).await;
     let seen: Vec<(&str, &[u8])> = got
         .iter()
@@ -1014,7 +1020,7 @@ async fn rumqttc_v5_client_receives_forwarded_properties() {
     message.properties.content_type = Some("text/plain".into());
     message.properties.response_topic = Some(topic("rp/reply"));
     message.properties.correlation_data = Some(Bytes::from_static(b"id-1"));
-    publisher.publish(message).await;
+    publisher.publish_and_wait(message).await;
     let got = sub.next_publish().await;
     let properties = got.properties.expect("properties forwarded");
     assert_eq!(
@@ -1062,12 +1068,13 @@ async fn a_dropped_oversized_message_does_not_consume_a_topic_alias() {
         },
     )
     .await;
-    sub.subscribe(1, &[("mpsa/t", QoS::AtMostOnce)]).await;
+    sub.subscribe_filters(1, &[("mpsa/t", QoS::AtMostOnce)])
+        .await;
     let mut publisher = client(&broker, "mps-alias-pub").await;
     for (n, size) in [200usize, 4, 4].into_iter().enumerate() {
         let id = u16::try_from(n + 1).expect("small");
         publisher
-            .publish(publish_packet(
+            .publish_and_wait(publish_packet(
                 "mpsa/t",
                 vec![b'x'; size],
                 QoS::AtLeastOnce,
@@ -1111,7 +1118,7 @@ async fn retained_replay_skips_messages_too_large_for_the_client() {
     {
         let id = u16::try_from(n + 1).expect("small");
         publisher
-            .publish(retained_packet(
+            .publish_and_wait(retained_packet(
                 name,
                 vec![b'r'; size],
                 QoS::AtLeastOnce,
@@ -1158,13 +1165,14 @@ async fn outbound_aliases_start_afresh_after_a_reconnect() {
         ..connect_packet(V5, "alias-again", clean)
     };
     let (mut sub, _) = RawClient::connect_with(broker.addr, connect(true)).await;
-    sub.subscribe(1, &[("again/+", QoS::AtLeastOnce)]).await;
+    sub.subscribe_filters(1, &[("again/+", QoS::AtLeastOnce)])
+        .await;
     let mut publisher = client(&broker, "alias-again-pub").await;
     publisher
-        .publish(publish_packet("again/b", "0", QoS::AtLeastOnce, 1))
+        .publish_and_wait(publish_packet("again/b", "0", QoS::AtLeastOnce, 1))
         .await;
     publisher
-        .publish(publish_packet("again/a", "1", QoS::AtLeastOnce, 2))
+        .publish_and_wait(publish_packet("again/a", "1", QoS::AtLeastOnce, 2))
         .await;
     let first: Vec<(String, Option<u16>)> = sub
         .recv_publishes(2)
@@ -1184,15 +1192,15 @@ async fn outbound_aliases_start_afresh_after_a_reconnect() {
             ("again/a".to_owned(), Some(2))
         ]
     );
-    sub.disconnect().await;
+    assert!(sub.disconnect().await.is_empty());
 
     let (mut sub, ack) = RawClient::connect_with(broker.addr, connect(false)).await;
     assert!(ack.session_present);
     publisher
-        .publish(publish_packet("again/a", "2", QoS::AtLeastOnce, 3))
+        .publish_and_wait(publish_packet("again/a", "2", QoS::AtLeastOnce, 3))
         .await;
     publisher
-        .publish(publish_packet("again/a", "3", QoS::AtLeastOnce, 4))
+        .publish_and_wait(publish_packet("again/a", "3", QoS::AtLeastOnce, 4))
         .await;
     let after: Vec<(String, Option<u16>)> = sub
         .recv_publishes(2)
@@ -1227,11 +1235,12 @@ async fn a_pubrec_with_an_error_reason_ends_the_exchange() {
         },
     )
     .await;
-    sub.subscribe(1, &[("prerr/t", QoS::ExactlyOnce)]).await;
+    sub.subscribe_filters(1, &[("prerr/t", QoS::ExactlyOnce)])
+        .await;
     let mut publisher = client(&broker, "pubrec-err-pub").await;
     for n in 1..=2u16 {
         publisher
-            .publish(publish_packet(
+            .publish_and_wait(publish_packet(
                 "prerr/t",
                 n.to_string(),
                 QoS::ExactlyOnce,

@@ -146,7 +146,7 @@ pub fn raw_subscribe(v5: bool, packet_id: u16, filter_bytes: &[u8], options: u8)
 
 impl RawClient {
     /// Sends SUBSCRIBE; the next packet must be its SUBACK.
-    pub async fn subscribe(&mut self, packet_id: u16, filters: &[(&str, QoS)]) -> SubAck {
+    pub async fn subscribe_filters(&mut self, packet_id: u16, filters: &[(&str, QoS)]) -> SubAck {
         let filters: Vec<(&str, SubscriptionOptions)> =
             filters.iter().map(|&(f, qos)| (f, sub_opts(qos))).collect();
         self.subscribe_with(subscribe_packet(packet_id, &filters))
@@ -194,7 +194,7 @@ impl RawClient {
     /// this returns: QoS 0 is followed by a PINGREQ/PINGRESP round trip, QoS 1 waits for PUBACK,
     /// QoS 2 goes through PUBREC, PUBREL, PUBCOMP. Returns the PUBACK or PUBREC. The acks must
     /// be the next packets, so the publisher must not receive its own message meanwhile.
-    pub async fn publish(&mut self, publish: Publish) -> Option<PubResponse> {
+    pub async fn publish_and_wait(&mut self, publish: Publish) -> Option<PubResponse> {
         let (qos, id) = (publish.qos, publish.packet_id);
         self.send(&Packet::Publish(publish)).await;
         match qos {
@@ -222,14 +222,6 @@ impl RawClient {
                 }
                 Some(rec)
             }
-        }
-    }
-
-    /// The next packet, which must be a PUBLISH.
-    pub async fn recv_publish(&mut self) -> Publish {
-        match self.recv().await {
-            Packet::Publish(publish) => publish,
-            other => panic!("expected PUBLISH, got {other:?}"),
         }
     }
 
@@ -308,25 +300,6 @@ impl RawClient {
         if let Some(packet) = self.recv_within(QUIET).await {
             panic!("expected nothing, got {packet:?}");
         }
-    }
-
-    /// PINGREQ; the next packet must be PINGRESP. Everything sent before it has been handled.
-    pub async fn ping(&mut self) {
-        self.send(&Packet::PingReq).await;
-        match self.recv().await {
-            Packet::PingResp => {}
-            other => panic!("expected PINGRESP, got {other:?}"),
-        }
-    }
-
-    /// A normal DISCONNECT, then waits for the broker to close the connection.
-    pub async fn disconnect(mut self) {
-        self.send(&Packet::Disconnect(starling::codec::Disconnect::new(
-            starling::codec::ReasonCode::Success,
-        )))
-        .await;
-        let after = self.recv_until_closed().await;
-        assert!(after.is_empty(), "nothing follows a DISCONNECT: {after:?}");
     }
 }
 

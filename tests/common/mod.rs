@@ -309,7 +309,7 @@ impl RawClient {
 
     /// Sends a normal DISCONNECT and waits until the broker has closed the connection; returns
     /// whatever the broker sent before closing.
-    pub async fn disconnect(&mut self) -> Vec<Packet> {
+    pub async fn disconnect(mut self) -> Vec<Packet> {
         self.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
             .await;
         self.recv_until_closed().await
