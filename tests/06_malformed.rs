@@ -1427,12 +1427,12 @@ async fn payload_format_indicator_2_is_a_protocol_error() {
     .await;
 }
 
-/// [MQTT-3.3.2-8] Topic Alias 0 is not permitted.
+/// [MQTT-3.3.2-8] Topic Alias 0 is not permitted; section 3.3.4 answers it with 0x94.
 #[tokio::test]
-async fn topic_alias_0_is_a_protocol_error() {
+async fn topic_alias_0_is_refused_as_topic_alias_invalid() {
     assert_refused_v5(
         &publish(V5, 0, b"a", None, &prop_u16(id::TOPIC_ALIAS, 0), b"x"),
-        ReasonCode::ProtocolError,
+        ReasonCode::TopicAliasInvalid,
     )
     .await;
 }

@@ -27,6 +27,9 @@ pub enum DecodeError {
     /// A topic name breaks the topic rules.
     #[error("invalid topic name: {0}")]
     TopicName(TopicError),
+    /// A PUBLISH carries a Topic Alias of 0 ([MQTT-3.3.2-8]).
+    #[error("protocol error: topic alias is zero")]
+    TopicAliasZero,
     /// A topic filter breaks the topic filter rules.
     #[error("invalid topic filter: {0}")]
     TopicFilter(TopicError),
@@ -38,9 +41,7 @@ impl DecodeError {
         match self {
             // Section 3.3.4: "A Topic Alias value of 0 or greater than the Maximum Topic Alias is
             // a Protocol Error, the receiver uses DISCONNECT with Reason Code of 0x94".
-            DecodeError::Protocol(super::property::TOPIC_ALIAS_ZERO) => {
-                ReasonCode::TopicAliasInvalid
-            }
+            DecodeError::TopicAliasZero => ReasonCode::TopicAliasInvalid,
             DecodeError::Malformed(_) | DecodeError::TopicFilter(_) => ReasonCode::MalformedPacket,
             DecodeError::Protocol(_) | DecodeError::UnknownProtocolName => {
                 ReasonCode::ProtocolError

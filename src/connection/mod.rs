@@ -579,6 +579,7 @@ fn decode_failure(error: &DecodeError) -> &'static str {
         DecodeError::UnsupportedProtocolVersion(_) => "unsupported protocol version",
         DecodeError::UnknownProtocolName => "unknown protocol name",
         DecodeError::TopicName(_) => "invalid topic name",
+        DecodeError::TopicAliasZero => "topic alias 0",
         DecodeError::TopicFilter(_) => "invalid topic filter",
     }
 }

@@ -375,10 +375,7 @@ mod tests {
     #[test]
     fn property_rules() {
         for (properties, expected) in [
-            (
-                &[0x23, 0x00, 0x00][..],
-                DecodeError::Protocol("topic alias is zero"),
-            ),
+            (&[0x23, 0x00, 0x00][..], DecodeError::TopicAliasZero),
             (
                 &[0x0B, 0x00],
                 DecodeError::Protocol("subscription identifier is zero"),
