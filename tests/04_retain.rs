@@ -33,12 +33,7 @@ async fn retain(broker: &TestBroker, messages: &[(&str, &str)]) {
     for (n, (topic_name, payload)) in messages.iter().enumerate() {
         let id = u16::try_from(n % 60_000 + 1).expect("small");
         publisher
-            .publish_and_wait(retained_packet(
-                topic_name,
-                payload.to_string(),
-                QoS::AtLeastOnce,
-                id,
-            ))
+            .publish_and_wait(retained_packet(topic_name, payload, QoS::AtLeastOnce, id))
             .await;
     }
     assert!(publisher.disconnect().await.is_empty());
@@ -533,7 +528,7 @@ async fn retained_count_tracks_additions_replacements_and_clears() {
     for (n, (name, payload, qos, count)) in steps.into_iter().enumerate() {
         let id = u16::try_from(n + 1).expect("small");
         publisher
-            .publish_and_wait(retained_packet(name, payload.to_owned(), qos, id))
+            .publish_and_wait(retained_packet(name, payload, qos, id))
             .await;
         assert_eq!(
             broker.broker.retained_count(),

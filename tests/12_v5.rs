@@ -50,7 +50,7 @@ async fn subscriber(broker: &TestBroker, id: &str, filter: &str, qos: QoS) -> Ra
 
 /// A PUBLISH addressed by topic alias: `topic_name` may be empty.
 fn aliased(topic_name: &str, alias: u16, payload: &str, qos: QoS, packet_id: u16) -> Publish {
-    let mut publish = publish_packet("placeholder", payload.to_owned(), qos, packet_id);
+    let mut publish = publish_packet("placeholder", payload, qos, packet_id);
     publish.topic = TopicName::new_allow_empty(topic_name).expect("valid topic");
     publish.properties.topic_alias = NonZeroU16::new(alias);
     publish

@@ -4,61 +4,23 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{RawClient, connect_packet};
-use starling::codec::{
-    Disconnect, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode,
-    Subscribe, SubscribeProperties, SubscriptionOptions,
-};
-use starling::config::ListenerConfig;
+use common::flows::retained_packet;
+use common::{RawClient, TestBroker, connect_packet};
+use starling::codec::{ProtocolVersion, QoS, ReasonCode};
 use starling::storage::{MemoryStore, Store};
-use starling::topic::{TopicFilter, TopicName};
-use starling::{Config, Server};
-use tokio::sync::oneshot;
 
-struct Running {
-    addr: std::net::SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn start(store: &Arc<MemoryStore>) -> Running {
-    let config = Config {
-        listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))],
-        ..Config::default()
-    };
+async fn start(store: &Arc<MemoryStore>) -> TestBroker {
     let store: Arc<dyn Store> = store.clone();
-    let server = Server::bind_with_store(config, Some(store))
-        .await
-        .expect("bind");
-    let addr = server.local_addrs()[0];
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        server
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("runs");
-    });
-    Running { addr, stop, task }
+    TestBroker::start_with_store(|_| {}, Some(store)).await
 }
 
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("server task");
-    }
-}
-
-fn id(n: u16) -> PacketId {
-    PacketId::new(n).expect("non-zero")
-}
-
-async fn persistent_v5(
-    addr: std::net::SocketAddr,
+/// A 5.0 client with the given clean start and session expiry; returns it and Session Present.
+async fn connect_v5(
+    addr: SocketAddr,
     client_id: &str,
     clean: bool,
     expiry: u32,
@@ -70,89 +32,67 @@ async fn persistent_v5(
     (client, ack.session_present)
 }
 
-async fn subscribe(client: &mut RawClient, filter: &str) {
-    client
-        .send(&Packet::Subscribe(Subscribe {
-            packet_id: id(1),
-            properties: SubscribeProperties::default(),
-            filters: vec![(
-                TopicFilter::new(filter).expect("valid"),
-                SubscriptionOptions {
-                    qos: QoS::AtLeastOnce,
-                    ..SubscriptionOptions::default()
-                },
-            )],
-        }))
-        .await;
-    assert!(matches!(client.recv().await, Packet::SubAck(_)));
-}
-
-async fn publish(client: &mut RawClient, topic: &str, payload: &'static [u8], retain: bool) {
-    client
-        .send(&Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain,
-            topic: TopicName::new(topic).expect("valid"),
-            packet_id: Some(id(7)),
-            properties: PublishProperties::default(),
-            payload: bytes::Bytes::from_static(payload),
-        }))
-        .await;
-    assert!(matches!(client.recv().await, Packet::PubAck(_)));
-}
-
-async fn disconnect(mut client: RawClient) {
-    client
-        .send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
-        .await;
-    assert!(client.recv_until_closed().await.is_empty());
+fn stored(store: &MemoryStore, client_id: &str) -> bool {
+    store
+        .load()
+        .expect("load")
+        .sessions
+        .iter()
+        .any(|s| &*s.record.client_id == client_id)
 }
 
 #[tokio::test]
 async fn persistent_sessions_and_retained_messages_survive_a_server_restart() {
     let store = Arc::new(MemoryStore::new());
     let first = start(&store).await;
-    let (mut sub, present) = persistent_v5(first.addr, "keeper", true, 300).await;
+    let (mut keeper, present) = connect_v5(first.addr, "keeper", true, 300).await;
     assert!(!present);
-    subscribe(&mut sub, "plant/#").await;
-    disconnect(sub).await;
-    let (mut passing, _) = persistent_v5(first.addr, "passer-by", true, 0).await;
-    publish(&mut passing, "plant/boiler/state", b"on", true).await;
-    disconnect(passing).await;
+    assert_eq!(
+        keeper.subscribe("plant/#", QoS::AtLeastOnce).await,
+        vec![ReasonCode::GrantedQoS1]
+    );
+    assert!(keeper.disconnect().await.is_empty());
+    let (mut passer_by, _) = connect_v5(first.addr, "passer-by", true, 0).await;
+    passer_by
+        .publish_and_wait(retained_packet(
+            "plant/boiler/state",
+            b"on",
+            QoS::AtLeastOnce,
+            7,
+        ))
+        .await;
+    assert!(passer_by.disconnect().await.is_empty());
     first.stop().await;
 
     let second = start(&store).await;
-    let (mut sub, present) = persistent_v5(second.addr, "keeper", false, 300).await;
+    let (mut keeper, present) = connect_v5(second.addr, "keeper", false, 300).await;
     assert!(present, "the persistent session was restored");
-    let (gone, present) = persistent_v5(second.addr, "passer-by", false, 0).await;
+    let (gone, present) = connect_v5(second.addr, "passer-by", false, 0).await;
     assert!(
         !present,
         "a session that ended at disconnect is not restored"
     );
-    disconnect(gone).await;
+    assert!(gone.disconnect().await.is_empty());
 
     let (mut publisher, _) =
         RawClient::connect(second.addr, ProtocolVersion::V311, "pub", true).await;
-    publish(&mut publisher, "plant/pump/state", b"off", false).await;
-    match sub.recv().await {
-        Packet::Publish(p) => {
-            assert_eq!(p.topic.as_str(), "plant/pump/state");
-            assert_eq!(&p.payload[..], b"off");
-        }
-        other => panic!("expected the message via the restored subscription, got {other:?}"),
-    }
+    publisher
+        .publish("plant/pump/state", b"off", QoS::AtLeastOnce, 1)
+        .await;
+    let delivered = keeper.recv_publish().await;
+    assert_eq!(
+        delivered.topic.as_str(),
+        "plant/pump/state",
+        "via the restored subscription"
+    );
+    assert_eq!(&delivered.payload[..], b"off");
 
     let (mut late, _) = RawClient::connect(second.addr, ProtocolVersion::V311, "late", true).await;
-    subscribe(&mut late, "plant/+/state").await;
-    match late.recv().await {
-        Packet::Publish(p) => {
-            assert_eq!(p.topic.as_str(), "plant/boiler/state");
-            assert_eq!(&p.payload[..], b"on");
-            assert!(p.retain, "served as a retained message");
-        }
-        other => panic!("expected the restored retained message, got {other:?}"),
-    }
+    late.subscribe("plant/+/state", QoS::AtLeastOnce).await;
+    let served = late.recv_publish().await;
+    assert_eq!(served.topic.as_str(), "plant/boiler/state");
+    assert_eq!(&served.payload[..], b"on");
+    assert!(served.retain, "served as the restored retained message");
     second.stop().await;
 }
 
@@ -160,27 +100,22 @@ async fn persistent_sessions_and_retained_messages_survive_a_server_restart() {
 async fn a_restored_session_still_expires_on_time() {
     let store = Arc::new(MemoryStore::new());
     let first = start(&store).await;
-    let (sub, _) = persistent_v5(first.addr, "brief", true, 1).await;
-    disconnect(sub).await;
+    let (client, _) = connect_v5(first.addr, "brief", true, 1).await;
+    assert!(client.disconnect().await.is_empty());
     first.stop().await;
 
     let second = start(&store).await;
-    let stored = |store: &MemoryStore| {
-        store
-            .load()
-            .expect("load")
-            .sessions
-            .iter()
-            .any(|s| &*s.record.client_id == "brief")
-    };
-    assert!(stored(&store), "restored and still within its expiry");
+    assert!(
+        stored(&store, "brief"),
+        "restored and still within its expiry"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        !stored(&store),
+        !stored(&store, "brief"),
         "expiry removes the session from the store too"
     );
-    let (client, present) = persistent_v5(second.addr, "brief", false, 1).await;
+    let (client, present) = connect_v5(second.addr, "brief", false, 1).await;
     assert!(!present, "the 1 s expiry ran out after the restart");
-    disconnect(client).await;
+    assert!(client.disconnect().await.is_empty());
     second.stop().await;
 }

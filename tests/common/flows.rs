@@ -7,28 +7,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use starling::codec::{
-    Packet, PacketId, PubResponse, Publish, PublishProperties, QoS, SubAck, Subscribe,
-    SubscribeProperties, SubscriptionOptions, UnsubAck, Unsubscribe,
+    Packet, PubResponse, Publish, PublishProperties, QoS, SubAck, Subscribe, SubscribeProperties,
+    SubscriptionOptions, UnsubAck, Unsubscribe,
 };
-use starling::topic::{TopicFilter, TopicName};
+use starling::topic::TopicFilter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{RECV_TIMEOUT, RawClient};
+pub use super::{pid, topic};
 
 /// How long a test listens to conclude that nothing more arrives.
 pub const QUIET: Duration = Duration::from_millis(300);
 
-pub fn topic(name: &str) -> TopicName {
-    TopicName::new(name).expect("valid topic name")
-}
-
 pub fn filter(text: &str) -> TopicFilter {
     TopicFilter::new(text).expect("valid topic filter")
-}
-
-pub fn pid(id: u16) -> PacketId {
-    PacketId::new(id).expect("non-zero packet id")
 }
 
 /// Subscription options with this QoS and every 5.0 option at its default.
@@ -54,7 +47,7 @@ pub fn subscribe_packet(packet_id: u16, filters: &[(&str, SubscriptionOptions)])
 /// A PUBLISH without properties; `packet_id` is used only for QoS 1 and 2.
 pub fn publish_packet(
     topic_name: &str,
-    payload: impl Into<Bytes>,
+    payload: impl AsRef<[u8]>,
     qos: QoS,
     packet_id: u16,
 ) -> Publish {
@@ -65,14 +58,14 @@ pub fn publish_packet(
         topic: topic(topic_name),
         packet_id: (qos != QoS::AtMostOnce).then(|| pid(packet_id)),
         properties: PublishProperties::default(),
-        payload: payload.into(),
+        payload: Bytes::copy_from_slice(payload.as_ref()),
     }
 }
 
 /// A retained PUBLISH without properties.
 pub fn retained_packet(
     topic_name: &str,
-    payload: impl Into<Bytes>,
+    payload: impl AsRef<[u8]>,
     qos: QoS,
     packet_id: u16,
 ) -> Publish {

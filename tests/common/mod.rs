@@ -4,6 +4,8 @@
 
 pub mod flows;
 
+pub use flows::publish_packet;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +15,11 @@ use starling::Config;
 use starling::broker::Broker;
 use starling::codec::{
     self, Connect, ConnectProperties, DecodeContext, Disconnect, Packet, PacketId, ProtocolVersion,
-    PubResponse, Publish, PublishProperties, QoS, ReasonCode, Subscribe, SubscribeProperties,
-    SubscriptionOptions, Will, WillProperties,
+    PubResponse, Publish, QoS, ReasonCode, Subscribe, SubscribeProperties, SubscriptionOptions,
+    Will, WillProperties,
 };
 use starling::config::ListenerConfig;
+use starling::storage::Store;
 use starling::topic::{TopicFilter, TopicName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,12 +46,22 @@ impl TestBroker {
 
     /// Starts a broker with the default config adjusted by `adjust`, on a free loopback port.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
+        TestBroker::start_with_store(adjust, None).await
+    }
+
+    /// Like [`TestBroker::start_with`], keeping durable state in `store` (and loading it first).
+    pub async fn start_with_store(
+        adjust: impl FnOnce(&mut Config),
+        store: Option<Arc<dyn Store>>,
+    ) -> TestBroker {
         let mut config = Config {
             listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))],
             ..Config::default()
         };
         adjust(&mut config);
-        let server = starling::Server::bind(config).await.expect("bind");
+        let server = starling::Server::bind_with_store(config, store)
+            .await
+            .expect("bind");
         let addrs = server.local_addrs();
         let addr = addrs[0];
         let broker = server.broker().clone();
@@ -214,19 +227,6 @@ pub fn pid(id: u16) -> PacketId {
 /// A valid topic name for tests.
 pub fn topic(name: &str) -> TopicName {
     TopicName::new(name).expect("valid topic name")
-}
-
-/// A PUBLISH with no properties; `packet_id` is ignored for QoS 0.
-pub fn publish_packet(topic_name: &str, payload: &[u8], qos: QoS, packet_id: u16) -> Publish {
-    Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: topic(topic_name),
-        packet_id: (qos != QoS::AtMostOnce).then(|| pid(packet_id)),
-        properties: PublishProperties::default(),
-        payload: Bytes::copy_from_slice(payload),
-    }
 }
 
 /// A will on `topic_name` with no properties.
