@@ -17,11 +17,15 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(&config.log.level, config.log.format)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("starling-worker")
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("starling-worker");
+    // Run woken connections in the order their sockets became ready: with tokio's LIFO slot, the
+    // last of several sockets readied in one poll runs first, so a PUBLISH on one connection
+    // overtook a SUBSCRIBE sent just before it on another (ARCHITECTURE.md, "Cross-connection
+    // order"). Needs `--cfg tokio_unstable`, which .cargo/config.toml sets.
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = builder.build().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let server = starling::Server::bind(config).await?;
         for addr in server.local_addrs() {
