@@ -3,9 +3,9 @@
 //!
 //! Reading, writing, the mailbox and the timer are polled together in one `poll_fn`, so a peer
 //! that stops reading cannot stall the decoding of its own acknowledgements, and there is no second
-//! task or channel per connection. Output is bounded: while more than [`HIGH_WATER`] bytes wait
+//! task or channel per connection. Output is bounded: while more than `HIGH_WATER` bytes wait
 //! for the socket, no new deliveries are taken from the mailbox (they wait there, under the queue
-//! limits), and a socket that accepts nothing for [`WRITE_STALL_TIMEOUT`] is closed.
+//! limits), and a socket that accepts nothing for `WRITE_STALL_TIMEOUT` is closed.
 
 mod outbuf;
 

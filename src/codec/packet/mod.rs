@@ -146,8 +146,8 @@ const RESERVE_AHEAD: usize = 64 * 1024;
 /// Decodes one packet from the front of `buf`.
 ///
 /// Returns `Ok(None)` while the frame is incomplete, having reserved room for more of it (at most
-/// [`RESERVE_AHEAD`] bytes) once its size is known; a frame larger than `ctx.max_packet_size` (fixed header included) is
-/// refused as soon as its remaining length has arrived. Bytes are consumed only on `Ok(Some)`.
+/// 64 KiB ahead) once its size is known; a frame larger than `ctx.max_packet_size` (fixed header
+/// included) is refused as soon as its remaining length has arrived. Bytes are consumed only on `Ok(Some)`.
 pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext) -> Result<Option<Packet>, DecodeError> {
     let Some((&first, rest)) = buf.split_first() else {
         return Ok(None);
