@@ -82,12 +82,6 @@ impl TopicName {
         self.0.is_empty()
     }
 
-    /// Topics starting with `$` (such as `$SYS/...`) are not matched by filters starting with a
-    /// wildcard ([MQTT-4.7.2-1]).
-    pub fn is_system(&self) -> bool {
-        self.0.starts_with('$')
-    }
-
     /// The levels of the topic, split on `/`.
     pub fn levels(&self) -> std::str::Split<'_, char> {
         self.0.split('/')

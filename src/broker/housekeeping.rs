@@ -1,4 +1,5 @@
-//! Timers that outlive connections: session expiry and delayed wills.
+//! Timers that outlive connections: session expiry and delayed wills; and a periodic sweep of
+//! expired retained messages, which nobody may ever ask for again.
 //!
 //! One task holds every armed timer in a `BTreeMap` ordered by deadline and sleeps until the
 //! earliest. Timers are never cancelled: each names the session generation it was armed for, and
@@ -6,11 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::{Broker, SessionSlot};
+
+/// How often expired retained messages are swept out. Delivery never serves an expired message
+/// anyway; the sweep only returns their memory.
+const RETAINED_SWEEP: Duration = Duration::from_secs(60);
 
 /// What a timer does when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +59,15 @@ impl Housekeeping {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let mut sweep = tokio::time::interval(RETAINED_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = self.pending.first_key_value().map(|((at, _), _)| *at);
-            // Cancellation-safe: `recv` loses nothing when another branch wins, and the sleep is
-            // recreated from `pending` on every turn.
+            // Cancellation-safe: `recv` and `tick` lose nothing when another branch wins, and the
+            // sleep is recreated from `pending` on every turn.
             tokio::select! {
                 () = &mut shutdown => break,
+                _ = sweep.tick() => broker.sweep_retained(tokio::time::Instant::now().into_std()),
                 timer = self.timers.recv() => match timer {
                     Some(timer) => self.insert(timer),
                     None => break,

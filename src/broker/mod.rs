@@ -455,6 +455,14 @@ impl Broker {
         }
     }
 
+    /// Drops retained messages whose expiry has passed.
+    pub fn sweep_retained(&self, now: Instant) {
+        let dropped = self.retained.remove_expired(now);
+        if dropped > 0 {
+            debug!(dropped, "expired retained messages removed");
+        }
+    }
+
     /// Removes an ended session's subscriptions and record, and publishes its waiting will.
     fn clean_up(&self, slot: &SessionSlot, ended: Ended) {
         self.persist(vec![StoreOp::DeleteSession {
@@ -526,4 +534,43 @@ fn merge_overlapping(targets: &mut SmallVec<[Target; 4]>) {
         }
     }
     *targets = merged;
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::codec::PublishProperties;
+    use crate::topic::TopicName;
+
+    fn broker() -> Broker {
+        let (timers, _) = mpsc::unbounded_channel();
+        Broker::new(Limits::default(), timers, None)
+    }
+
+    fn retained(topic: &str, expires_at: Option<Instant>) -> Arc<Message> {
+        Arc::new(Message {
+            topic: TopicName::new(topic).expect("valid"),
+            payload: Bytes::from_static(b"v"),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: PublishProperties::default(),
+            expires_at,
+            origin: None,
+        })
+    }
+
+    #[test]
+    fn the_sweep_removes_expired_retained_messages_nobody_asked_for() {
+        let broker = broker();
+        let now = Instant::now();
+        broker.route(retained("a", Some(now + Duration::from_secs(1))));
+        broker.route(retained("b", None));
+        assert_eq!(broker.retained_count(), 2);
+        broker.sweep_retained(now);
+        assert_eq!(broker.retained_count(), 2, "not expired yet");
+        broker.sweep_retained(now + Duration::from_secs(2));
+        assert_eq!(broker.retained_count(), 1, "only the expired one went");
+    }
 }

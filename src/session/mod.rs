@@ -251,12 +251,6 @@ impl Session {
         self.outbound.len()
     }
 
-    /// Whether the client wants reason strings and user properties on acks (5.0
-    /// Request Problem Information).
-    pub fn wants_problem_information(&self) -> bool {
-        self.link.request_problem_information
-    }
-
     /// When the client must next be heard from: 1.5 times its keep alive after the last packet
     /// ([MQTT-3.1.2-22]). `None` when keep alive is off.
     pub fn keep_alive_deadline(&self) -> Option<Instant> {
