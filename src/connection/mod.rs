@@ -100,6 +100,16 @@ enum Ending {
     Closed(ReasonCode),
 }
 
+/// A connection past its handshake.
+struct Accepted {
+    slot: Arc<SessionSlot>,
+    session: Box<Session>,
+    /// Reused for every input, so it allocates once.
+    actions: Vec<Action>,
+    /// Set when the connection already ended while being accepted.
+    ended: Option<Ending>,
+}
+
 struct Connection {
     stream: Stream,
     peer: SocketAddr,
@@ -116,22 +126,52 @@ fn now() -> Instant {
 }
 
 impl Connection {
+    /// Runs the connection: handshake, serving, close. Only the serving phase lives inline in this
+    /// future: a future is as large as its largest state, and every connection would otherwise
+    /// carry the handshake's and the close's state (CONNECT, takeover wait, drain timer) for its
+    /// whole life. Those phases run boxed, allocated only while they last.
     async fn run(&mut self, broker: &Arc<Broker>, shutdown: &CancellationToken) {
+        let Some(Accepted {
+            slot,
+            mut session,
+            mut actions,
+            ended,
+        }) = Box::pin(self.handshake(broker, shutdown)).await
+        else {
+            return;
+        };
+        let ending = match ended {
+            Some(ending) => ending,
+            None => {
+                self.serve_session(broker, &slot, &mut session, &mut actions)
+                    .await
+            }
+        };
+        Box::pin(self.finish(broker, &slot, session, ending)).await;
+    }
+
+    /// Reads CONNECT, negotiates, opens (or takes over) the session and queues the CONNACK and
+    /// any resent messages. `None` when the connection was refused or closed before that.
+    async fn handshake(
+        &mut self,
+        broker: &Arc<Broker>,
+        shutdown: &CancellationToken,
+    ) -> Option<Accepted> {
         let timeout = Duration::from_secs(u64::from(broker.limits.connect_timeout));
         // Cancellation-safe: reading CONNECT only touches our own buffers, which are dropped.
         let first = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return None,
             first = tokio::time::timeout(timeout, self.read_packet()) => first,
         };
         let connect = match first {
             Err(_) => {
                 info!(peer = %self.peer, "no CONNECT within {}s, closing", timeout.as_secs());
-                return;
+                return None;
             }
-            Ok(Err(ReadError::Closed)) => return,
+            Ok(Err(ReadError::Closed)) => return None,
             Ok(Err(ReadError::Io(e))) => {
                 debug!(error = %e, "socket error before CONNECT");
-                return;
+                return None;
             }
             Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolVersion(level)))) => {
                 info!(peer = %self.peer, level, "refused: unsupported protocol level {level}");
@@ -144,17 +184,17 @@ impl Connection {
                 };
                 self.send_and_close(&Packet::ConnAck(refusal), ProtocolVersion::V311)
                     .await;
-                return;
+                return None;
             }
             Ok(Err(ReadError::Decode(e))) => {
                 info!(peer = %self.peer, error = %e, "bad CONNECT, closing");
-                return;
+                return None;
             }
             Ok(Ok(Packet::Connect(connect))) => *connect,
             Ok(Ok(other)) => {
                 // [MQTT-3.1.0-1] the first packet must be CONNECT.
                 info!(peer = %self.peer, packet = other.name(), "first packet is not CONNECT, closing");
-                return;
+                return None;
             }
         };
         self.decode.version = connect.protocol;
@@ -168,7 +208,7 @@ impl Connection {
                 info!(peer = %self.peer, reason = %refusal.reason, "connection refused");
                 self.send_and_close(&Packet::ConnAck(*refusal), version)
                     .await;
-                return;
+                return None;
             }
         };
         let client_id = negotiated.client_id.clone();
@@ -185,7 +225,7 @@ impl Connection {
                 };
                 self.send_and_close(&Packet::ConnAck(refusal), version)
                     .await;
-                return;
+                return None;
             }
         };
         let slot = opened.slot;
@@ -210,24 +250,23 @@ impl Connection {
         );
 
         let mut actions = Vec::new();
-        let ending = if let Err(e) = self.out.push_packet(&Packet::ConnAck(connack), version) {
-            Ending::Violation(Close {
+        let ended = if let Err(e) = self.out.push_packet(&Packet::ConnAck(connack), version) {
+            Some(Ending::Violation(Close {
                 reason: ReasonCode::ImplementationSpecificError,
                 detail: encode_failure(&e),
-            })
+            }))
         } else if shutdown.is_cancelled() {
-            Ending::Closed(ReasonCode::ServerShuttingDown)
+            Some(Ending::Closed(ReasonCode::ServerShuttingDown))
         } else {
             session.resume(now(), &mut actions);
-            match self.apply(broker, &slot, &mut session, &mut actions) {
-                Err(ending) => ending,
-                Ok(()) => {
-                    self.serve_session(broker, &slot, &mut session, &mut actions)
-                        .await
-                }
-            }
+            self.apply(broker, &slot, &mut session, &mut actions).err()
         };
-        self.finish(broker, &slot, session, ending).await;
+        Some(Accepted {
+            slot,
+            session,
+            actions,
+            ended,
+        })
     }
 
     /// The main loop, after CONNACK: returns how the connection ended.

@@ -172,7 +172,8 @@ pub struct Session {
     /// Packet ids of QoS 2 messages received and routed, awaiting PUBREL (section 4.3.3: the
     /// message is delivered onward on PUBLISH and its id held until PUBREL to discard duplicates).
     inbound_qos2: BTreeSet<u16>,
-    will: Option<Will>,
+    /// Boxed: most sessions have none, and it is large.
+    will: Option<Box<Will>>,
     /// Retained messages matched by a new subscription, sent as the inflight window allows: never
     /// dropped for queue limits, so a late subscriber gets every retained message.
     replay: VecDeque<Delivery>,
@@ -189,7 +190,7 @@ impl Session {
             subscriptions: HashMap::new(),
             outbound: Outbound::default(),
             inbound_qos2: BTreeSet::new(),
-            will: negotiated.will,
+            will: negotiated.will.map(Box::new),
             replay: VecDeque::new(),
             link: negotiated.link,
         }
@@ -223,7 +224,7 @@ impl Session {
     /// the session-scoped state kept. Then call [`Session::resume`].
     pub fn reattach(&mut self, negotiated: Negotiated) {
         self.expiry_interval = negotiated.expiry_interval;
-        self.will = negotiated.will;
+        self.will = negotiated.will.map(Box::new);
         self.link = negotiated.link;
     }
 
@@ -703,7 +704,7 @@ impl Session {
     /// Takes the will for publishing when the connection closes other than by a normal
     /// DISCONNECT.
     pub fn take_will(&mut self) -> Option<PendingWill> {
-        let will = self.will.take()?;
+        let will = *self.will.take()?;
         let properties = PublishProperties {
             payload_format: will.properties.payload_format,
             message_expiry_interval: None,
@@ -715,7 +716,7 @@ impl Session {
             content_type: will.properties.content_type,
         };
         Some(PendingWill {
-            message: Message {
+            message: Box::new(Message {
                 topic: will.topic,
                 payload: will.payload,
                 qos: will.qos,
@@ -723,7 +724,7 @@ impl Session {
                 properties,
                 expires_at: None,
                 origin: Some(self.origin),
-            },
+            }),
             expiry_interval: will.properties.message_expiry_interval,
             delay: will.properties.will_delay_interval.unwrap_or(0),
         })
@@ -733,8 +734,8 @@ impl Session {
 /// A will on its way out: published now, after its delay, or when its session ends.
 #[derive(Debug)]
 pub struct PendingWill {
-    /// The message, without an expiry deadline yet.
-    message: Message,
+    /// The message, without an expiry deadline yet; boxed so a parked session's slot stays small.
+    message: Box<Message>,
     /// The will's Message Expiry Interval, which runs from publication (section 3.1.3.2.4).
     expiry_interval: Option<u32>,
     /// Will Delay Interval in seconds.
@@ -746,7 +747,7 @@ impl PendingWill {
     pub fn publish(self, now: Instant) -> Arc<Message> {
         Arc::new(Message {
             expires_at: expiry_deadline(now, self.expiry_interval),
-            ..self.message
+            ..*self.message
         })
     }
 }
