@@ -26,6 +26,7 @@ use crate::codec::{
     self, ConnAck, DecodeContext, DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode,
     ReasonContext,
 };
+use crate::message::Delivery;
 use crate::session::{self, Action, Close, Session};
 use crate::transport::Stream;
 use outbuf::OutBuf;
@@ -98,6 +99,25 @@ enum Ending {
     TakenOver(tokio::sync::oneshot::Sender<()>),
     /// Server shutdown or administrative close.
     Closed(ReasonCode),
+}
+
+/// Vectors the serving loop reuses between inputs (so it allocates once per burst, not per
+/// packet), given back while the connection is idle.
+struct Scratch<'a> {
+    actions: &'a mut Vec<Action>,
+    batch: &'a mut Vec<Delivery>,
+}
+
+impl Scratch<'_> {
+    fn release(self) {
+        // Both are empty between inputs: `apply` drains the actions and `pump` the batch.
+        if self.actions.capacity() != 0 {
+            *self.actions = Vec::new();
+        }
+        if self.batch.capacity() != 0 {
+            *self.batch = Vec::new();
+        }
+    }
 }
 
 /// A connection past its handshake.
@@ -300,9 +320,14 @@ impl Connection {
                 armed = Some(deadline);
             }
             let window = session.window_free();
-            let event =
-                poll_fn(|cx| self.poll_event(cx, slot, window, timer.as_mut(), armed.is_some()))
-                    .await;
+            let event = poll_fn(|cx| {
+                let scratch = Scratch {
+                    actions: &mut *actions,
+                    batch: &mut batch,
+                };
+                self.poll_event(cx, slot, window, timer.as_mut(), armed.is_some(), scratch)
+            })
+            .await;
             match event {
                 Event::Data => {
                     if let Err(ending) = self.handle_input(broker, slot, session, actions) {
@@ -346,6 +371,7 @@ impl Connection {
         window: usize,
         timer: Pin<&mut Sleep>,
         timer_armed: bool,
+        scratch: Scratch<'_>,
     ) -> Poll<Event> {
         if !self.out.is_empty() {
             let before = self.out.len();
@@ -375,6 +401,7 @@ impl Connection {
             self.rbuf = BytesMut::new();
         }
         self.out.release_if_empty();
+        scratch.release();
         Poll::Pending
     }
 
@@ -466,7 +493,7 @@ impl Connection {
         slot: &Arc<SessionSlot>,
         session: &mut Session,
         actions: &mut Vec<Action>,
-        batch: &mut Vec<crate::message::Delivery>,
+        batch: &mut Vec<Delivery>,
     ) -> Result<(), Ending> {
         let now = now();
         while self.out.len() < HIGH_WATER {
