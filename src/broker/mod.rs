@@ -64,7 +64,6 @@ pub struct Broker {
 /// A session opened for a new connection.
 pub struct Opened {
     pub slot: Arc<SessionSlot>,
-    pub generation: u64,
     /// The resumed session, or `None` when a new one starts.
     pub resumed: Option<Box<Session>>,
 }
@@ -286,7 +285,6 @@ impl Broker {
                         // session resumes: `attached.pending_will` is dropped here.
                         return Ok(Opened {
                             slot,
-                            generation: attached.generation,
                             resumed: attached.session,
                         });
                     }
@@ -337,15 +335,11 @@ impl Broker {
     ) -> Opened {
         let id = SubscriberId(self.next_subscriber.fetch_add(1, Ordering::Relaxed));
         let slot = Arc::new(SessionSlot::new(id, client_id.clone()));
-        let generation = match slot.attach() {
-            Ok(attached) => attached.generation,
-            // A fresh slot is neither owned nor ended.
-            Err(_) => 1,
-        };
+        // A fresh slot is neither owned nor ended: attaching cannot fail, and holds no session.
+        let _ = slot.attach();
         sessions.insert(client_id.clone(), slot.clone());
         Opened {
             slot,
-            generation,
             resumed: None,
         }
     }

@@ -73,7 +73,6 @@ struct SlotInner {
 
 /// What a connection gets when it attaches to a slot.
 pub struct Attached {
-    pub generation: u64,
     /// The parked session, if one is resumed.
     pub session: Option<Box<Session>>,
     /// A will that was waiting for its delay. Resuming the session cancels it; a clean start,
@@ -219,7 +218,6 @@ impl SessionSlot {
         inner.generation += 1;
         self.online.store(true, Ordering::Relaxed);
         Ok(Attached {
-            generation: inner.generation,
             session: inner.parked.take(),
             pending_will: inner.pending_will.take(),
         })
