@@ -515,19 +515,18 @@ fn merge_overlapping(targets: &mut SmallVec<[Target; 4]>) {
     if targets.len() < 2 {
         return;
     }
-    targets.sort_by_key(|t| (t.shared, t.slot.id));
-    let mut merged: SmallVec<[Target; 4]> = SmallVec::with_capacity(targets.len());
-    for target in targets.drain(..) {
-        match merged.last_mut() {
-            Some(last) if !target.shared && !last.shared && last.slot.id == target.slot.id => {
-                last.qos = last.qos.max(target.qos);
-                last.retain |= target.retain;
-                last.ids.extend(target.ids);
-            }
-            _ => merged.push(target),
+    targets.sort_unstable_by_key(|t| (t.shared, t.slot.id));
+    // In place: `later` is folded into the kept `earlier` one when both are direct subscriptions
+    // of the same session.
+    targets.dedup_by(|later, earlier| {
+        let same = !later.shared && !earlier.shared && later.slot.id == earlier.slot.id;
+        if same {
+            earlier.qos = earlier.qos.max(later.qos);
+            earlier.retain |= later.retain;
+            earlier.ids.extend(later.ids.drain(..));
         }
-    }
-    *targets = merged;
+        same
+    });
 }
 
 #[cfg(test)]
@@ -553,6 +552,43 @@ mod tests {
             expires_at,
             origin: None,
         })
+    }
+
+    #[test]
+    fn overlapping_subscriptions_of_one_session_merge_and_shared_ones_stay_apart() {
+        let slot = |n| Arc::new(SessionSlot::new(SubscriberId(n), Arc::from("c")));
+        let (a, b) = (slot(1), slot(2));
+        let target = |slot: &Arc<SessionSlot>, qos, id: u32, shared| Target {
+            slot: slot.clone(),
+            qos,
+            retain: false,
+            ids: NonZeroU32::new(id).into_iter().collect(),
+            shared,
+        };
+        let mut targets: SmallVec<[Target; 4]> = SmallVec::new();
+        targets.push(target(&b, QoS::AtMostOnce, 5, false));
+        targets.push(target(&a, QoS::AtLeastOnce, 1, false));
+        targets.push(target(&a, QoS::ExactlyOnce, 2, true));
+        targets.push(target(&a, QoS::AtMostOnce, 3, false));
+        targets.push(target(&b, QoS::ExactlyOnce, 6, false));
+        merge_overlapping(&mut targets);
+        let summary: Vec<(u64, QoS, Vec<u32>, bool)> = targets
+            .iter()
+            .map(|t| {
+                // The order of one delivery's identifiers carries no meaning.
+                let mut ids: Vec<u32> = t.ids.iter().map(|i| i.get()).collect();
+                ids.sort_unstable();
+                (t.slot.id.0, t.qos, ids, t.shared)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (1, QoS::AtLeastOnce, vec![1, 3], false),
+                (2, QoS::ExactlyOnce, vec![5, 6], false),
+                (1, QoS::ExactlyOnce, vec![2], true),
+            ]
+        );
     }
 
     #[test]
