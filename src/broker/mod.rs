@@ -139,7 +139,7 @@ impl Broker {
     /// from memory.
     fn persist(&self, ops: Vec<StoreOp>) {
         if let Some(store) = &self.store
-            && let Err(e) = store.apply(ops)
+            && let Err(e) = store.apply(&ops, false)
         {
             tracing::error!("store write failed: {e}");
         }
@@ -152,6 +152,7 @@ impl Broker {
                 client_id: slot.client_id.clone(),
                 expiry_interval,
                 disconnected_at: None,
+                will: None,
             })]);
         }
     }
@@ -382,6 +383,7 @@ impl Broker {
                 client_id: slot.client_id.clone(),
                 expiry_interval: expiry,
                 disconnected_at: Some(SystemTime::now()),
+                will: None,
             })]);
             let delay = delayed.as_ref().map(|will| will.delay);
             let generation = slot.park(session, delayed);
