@@ -6,11 +6,13 @@
 //! encoder writes the payload as its own slice of a vectored write.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::codec::{PublishProperties, QoS};
+use crate::storage::{MessageId, QueuedEntry, QueuedState, StoreOp, StoreWriter};
 use crate::topic::TopicName;
 
 /// Identifies the session that published a message, for No Local ([MQTT-3.8.3-3]).
@@ -36,6 +38,20 @@ pub struct Message {
 }
 
 impl Message {
+    /// A copy (the payload is shared, not copied). `Message` is not `Clone` so that copies stay
+    /// deliberate: the broker shares one `Arc<Message>` everywhere else.
+    pub fn clone_fields(&self) -> Message {
+        Message {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            expires_at: self.expires_at,
+            origin: self.origin,
+        }
+    }
+
     /// True once the message expiry interval has passed: it must not be delivered.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
@@ -67,11 +83,81 @@ pub fn expiry_deadline(now: Instant, interval: Option<u32>) -> Option<Instant> {
 /// subscription identifiers for that subscriber.
 #[derive(Clone, Debug)]
 pub struct Delivery {
-    pub message: std::sync::Arc<Message>,
+    pub message: Arc<Message>,
     /// min(published QoS, granted QoS of the best matching subscription).
     pub qos: QoS,
     /// RETAIN as it goes to this subscriber (Retain As Published, or retained replay).
     pub retain: bool,
     /// The identifiers of every matching subscription that has one (5.0).
     pub subscription_ids: smallvec::SmallVec<[NonZeroU32; 1]>,
+    /// Where this delivery is stored, for a persistent session with a store; `None` otherwise.
+    pub stored: Option<StoredRef>,
+}
+
+impl Delivery {
+    /// A delivery that is not stored.
+    pub fn new(
+        message: Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: smallvec::SmallVec<[NonZeroU32; 1]>,
+    ) -> Self {
+        Delivery {
+            message,
+            qos,
+            retain,
+            subscription_ids,
+            stored: None,
+        }
+    }
+
+    /// The queue entry this delivery is stored as, in `state`.
+    pub fn queued_entry(&self, state: QueuedState) -> Option<(u64, QueuedEntry)> {
+        let stored = self.stored.as_ref()?;
+        Some((
+            stored.seq,
+            QueuedEntry {
+                message: stored.body.id,
+                qos: self.qos,
+                retain: self.retain,
+                subscription_ids: self.subscription_ids.clone(),
+                state,
+            },
+        ))
+    }
+}
+
+/// A delivery's entry in its session's stored queue.
+#[derive(Clone, Debug)]
+pub struct StoredRef {
+    /// The entry's key in the session's queue.
+    pub seq: u64,
+    pub body: Arc<StoredBody>,
+}
+
+/// A stored message body, shared by every queue entry that carries it: the `Arc`'s count is the
+/// body's reference count (mosquitto's msg_store refcount), and the last one gone deletes it.
+pub struct StoredBody {
+    pub id: MessageId,
+    writer: Arc<StoreWriter>,
+}
+
+impl StoredBody {
+    pub fn new(id: MessageId, writer: Arc<StoreWriter>) -> Self {
+        StoredBody { id, writer }
+    }
+}
+
+impl Drop for StoredBody {
+    fn drop(&mut self) {
+        // After shutdown closed the writer this records nothing: dropping the broker's state at
+        // exit must not delete it from disk.
+        self.writer.submit([StoreOp::DeleteMessage(self.id)]);
+    }
+}
+
+impl std::fmt::Debug for StoredBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredBody").field("id", &self.id).finish()
+    }
 }

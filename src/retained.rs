@@ -175,11 +175,11 @@ impl RetainedStore {
         self.len() == 0
     }
 
-    /// Drops every message expired at `now`; returns how many. For a periodic sweep, so that
+    /// Drops every message expired at `now` and returns them. For a periodic sweep, so that
     /// messages nobody asks for do not stay forever. Each shard is scanned under its read lock
     /// and locked for writing only if it has something to drop.
-    pub fn remove_expired(&self, now: Instant) -> usize {
-        let mut dropped = 0;
+    pub fn remove_expired(&self, now: Instant) -> Vec<Arc<Message>> {
+        let mut dropped = Vec::new();
         for shard in self.shards.iter() {
             let mut expired = Vec::new();
             shard.read().for_each_message(|message| {
@@ -187,7 +187,7 @@ impl RetainedStore {
                     expired.push(Arc::clone(message));
                 }
             });
-            dropped += self.drop_expired(shard, &expired);
+            dropped.extend(self.drop_expired(shard, expired));
         }
         dropped
     }
@@ -225,24 +225,24 @@ impl RetainedStore {
                 found.push(Arc::clone(message));
             }
         });
-        self.drop_expired(shard, &expired);
+        self.drop_expired(shard, expired);
     }
 
     /// Removes the `expired` messages from `shard` unless they were replaced since they were seen
-    /// under the read lock; returns how many it removed.
-    fn drop_expired(&self, shard: &RwLock<Node>, expired: &[Arc<Message>]) -> usize {
+    /// under the read lock; returns those it removed.
+    fn drop_expired(&self, shard: &RwLock<Node>, expired: Vec<Arc<Message>>) -> Vec<Arc<Message>> {
         if expired.is_empty() {
-            return 0;
+            return expired;
         }
         let mut trie = shard.write();
-        let dropped = expired
-            .iter()
+        let dropped: Vec<_> = expired
+            .into_iter()
             .filter(|old| {
                 trie.remove_where(old.topic.as_str(), |stored| Arc::ptr_eq(stored, old))
                     .is_some()
             })
-            .count();
-        self.len.fetch_sub(dropped, Ordering::Relaxed);
+            .collect();
+        self.len.fetch_sub(dropped.len(), Ordering::Relaxed);
         dropped
     }
 
@@ -612,8 +612,8 @@ mod tests {
         assert!(store.get(&topic("a/short")).is_none());
         // `get` has no clock: b/short is still there until a sweep.
         assert!(store.get(&topic("b/short")).is_some());
-        assert_eq!(store.remove_expired(later), 1);
-        assert_eq!(store.remove_expired(later), 0);
+        assert_eq!(store.remove_expired(later).len(), 1);
+        assert_eq!(store.remove_expired(later).len(), 0);
         assert!(store.get(&topic("b/short")).is_none());
         assert_eq!(store.len(), 2);
         assert_eq!(store.node_count(), 4, "a, a/long, b, b/never");
@@ -627,7 +627,7 @@ mod tests {
         store.set(Arc::clone(&stale));
         // As if a publish replaced it between the read and the write lock of a lookup.
         store.set(message("t", "new", None));
-        assert_eq!(store.drop_expired(store.shard("t"), &[stale]), 0);
+        assert_eq!(store.drop_expired(store.shard("t"), vec![stale]).len(), 0);
         assert_eq!(payload_of(&store, "t").as_deref(), Some(&b"new"[..]));
         assert_eq!(store.len(), 1);
     }

@@ -23,7 +23,7 @@ use crate::broker::{Broker, Housekeeping};
 use crate::codec::ReasonCode;
 use crate::config::{Config, ListenerConfig};
 use crate::connection;
-use crate::storage::{Store, StoreError};
+use crate::storage::{self, Store, StoreError, StoreKind, StoreWriter};
 use crate::transport::Stream;
 
 /// How long shutdown waits for connections to say goodbye.
@@ -64,18 +64,46 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the data directory and every listener; state lives in memory only.
+    /// Opens the data directory, the store the configuration names (nothing on disk without a
+    /// data directory) and every listener, and rebuilds the broker's state from the store.
     pub async fn bind(config: Config) -> Result<Server, RunError> {
-        Server::bind_with_store(config, None).await
+        let data_dir_lock = config.data_dir.as_deref().map(lock_data_dir).transpose()?;
+        let kind = config.storage.effective_backend(config.data_dir.as_deref());
+        let store = match kind {
+            StoreKind::Memory => None,
+            kind => {
+                let dir = config.data_dir.as_deref();
+                let store = storage::open(kind, dir).map_err(RunError::Store)?;
+                info!(
+                    "Using the {kind:?} store in {} (sync {:?}).",
+                    dir.map_or_else(String::new, |d| d.display().to_string()),
+                    config.storage.sync
+                );
+                Some(store)
+            }
+        };
+        if store.is_none() {
+            info!("No data directory: sessions and retained messages are kept in memory only.");
+        }
+        Server::bind_inner(config, store, data_dir_lock).await
     }
 
-    /// Like [`Server::bind`], with durable changes going to `store`, whose contents are loaded
-    /// first to rebuild sessions and retained messages.
+    /// Like [`Server::bind`], with durable changes going to `store` (tests pass a
+    /// [`crate::storage::MemoryStore`] to restart a server in-process), whose contents are loaded
+    /// first to rebuild the broker's state.
     pub async fn bind_with_store(
         config: Config,
         store: Option<Arc<dyn Store>>,
     ) -> Result<Server, RunError> {
         let data_dir_lock = config.data_dir.as_deref().map(lock_data_dir).transpose()?;
+        Server::bind_inner(config, store, data_dir_lock).await
+    }
+
+    async fn bind_inner(
+        config: Config,
+        store: Option<Arc<dyn Store>>,
+        data_dir_lock: Option<File>,
+    ) -> Result<Server, RunError> {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let socket =
@@ -88,15 +116,30 @@ impl Server {
             listeners.push((listener.clone(), socket));
         }
         let snapshot = match &store {
+            // Blocking the runtime here is fine: nothing else runs before the broker starts.
             Some(store) => Some(store.load().map_err(RunError::Store)?),
             None => None,
         };
+        let writer = match store {
+            Some(store) => {
+                let interval = Duration::from_millis(config.storage.sync_interval_ms);
+                let writer = StoreWriter::start(store, config.storage.sync, interval)
+                    .map_err(|e| RunError::Store(StoreError::Unavailable(e.to_string())))?;
+                Some(Arc::new(writer))
+            }
+            None => None,
+        };
         let (timers, timer_rx) = mpsc::unbounded_channel();
-        let broker = Arc::new(Broker::new(config.limits.clone(), timers, store));
+        let broker = Arc::new(Broker::new(config.limits.clone(), timers, writer));
         if let Some(snapshot) = snapshot {
-            let (sessions, retained) = (snapshot.sessions.len(), snapshot.retained.len());
+            let sessions = snapshot.sessions.len();
+            let queued: usize = snapshot.sessions.iter().map(|s| s.queue.len()).sum();
+            let retained = snapshot.retained.len();
             broker.restore(snapshot, tokio::time::Instant::now().into_std());
-            info!("Restored {sessions} sessions and {retained} retained messages from the store.");
+            info!(
+                "Restored {sessions} sessions, {queued} queued or in-flight messages and \
+                 {retained} retained messages from the store."
+            );
         }
         Ok(Server {
             broker,
@@ -159,6 +202,7 @@ impl Server {
         {
             warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
         }
+        broker.close_store();
         info!("Stopped.");
         Ok(())
     }

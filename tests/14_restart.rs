@@ -1,6 +1,7 @@
 //! The storage seam: a server started on a store that another server filled resumes its persistent
-//! sessions (subscriptions and expiry) and retained messages. The store here is the in-memory
-//! backend; database backends pass the same contract.
+//! sessions (subscriptions, queued messages and expiry) and retained messages. The store here is
+//! the in-memory backend, restarted in-process; tests/11_persistence.rs kills real processes on
+//! the database backends.
 
 mod common;
 
@@ -67,6 +68,12 @@ async fn persistent_sessions_and_retained_messages_survive_a_server_restart() {
     let second = start(&store).await;
     let (mut keeper, present) = connect_v5(second.addr, "keeper", false, 300).await;
     assert!(present, "the persistent session was restored");
+    let queued = keeper.recv_publish().await;
+    assert_eq!(
+        (queued.topic.as_str(), &queued.payload[..], queued.dup),
+        ("plant/boiler/state", &b"on"[..], false),
+        "the message queued while it was offline survived the restart, never sent before"
+    );
     let (gone, present) = connect_v5(second.addr, "passer-by", false, 0).await;
     assert!(
         !present,

@@ -67,7 +67,7 @@ impl Housekeeping {
             // sleep is recreated from `pending` on every turn.
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = sweep.tick() => broker.sweep_retained(tokio::time::Instant::now().into_std()),
+                _ = sweep.tick() => broker.sweep_expired(tokio::time::Instant::now().into_std()),
                 timer = self.timers.recv() => match timer {
                     Some(timer) => self.insert(timer),
                     None => break,

@@ -22,15 +22,17 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 pub use housekeeping::{Housekeeping, Timer, TimerKind};
-pub use slot::{AttachError, Attached, Control, Ended, Rejected, SessionSlot};
+pub use slot::{AttachError, Attached, Control, Ended, Rejected, SessionSlot, Stamp};
 
-use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
+use crate::codec::{PacketId, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::Limits;
-use crate::message::{Delivery, Message};
+use crate::message::{Delivery, Message, StoredBody, StoredRef};
 use crate::retained::{RetainedChange, RetainedStore};
 use crate::router::{Matched, SubscriberId, SubscriptionIndex};
-use crate::session::{EXPIRY_NEVER, PendingWill, Session, Subscription};
-use crate::storage::{SessionRecord, Snapshot, Store, StoreOp};
+use crate::session::{EXPIRY_NEVER, OutboundState, PendingWill, Session, Subscription};
+use crate::storage::{
+    MessageId, QueuedState, SessionRecord, Snapshot, StoreFailed, StoreOp, StoreWriter, Ticket,
+};
 use crate::topic::TopicFilter;
 
 /// How long a new connection waits for the previous owner of its client id to let go.
@@ -58,7 +60,9 @@ pub struct Broker {
     next_assigned: AtomicU64,
     timers: mpsc::UnboundedSender<Timer>,
     /// Where durable changes go; `None` keeps everything in memory only.
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<StoreWriter>>,
+    /// Stored message ids and queue seqs come from this one counter, so both are unique.
+    next_stored: AtomicU64,
 }
 
 /// A session opened for a new connection.
@@ -81,7 +85,7 @@ impl Broker {
     pub fn new(
         limits: Limits,
         timers: mpsc::UnboundedSender<Timer>,
-        store: Option<Arc<dyn Store>>,
+        store: Option<Arc<StoreWriter>>,
     ) -> Self {
         Broker {
             limits,
@@ -95,66 +99,203 @@ impl Broker {
             next_assigned: AtomicU64::new(1),
             timers,
             store,
+            next_stored: AtomicU64::new(1),
         }
     }
 
-    /// Rebuilds offline sessions (with their subscriptions and expiry timers) and retained
-    /// messages from a store's snapshot. Called once, before any client connects.
+    /// Rebuilds sessions (subscriptions, queued and in-flight messages, incoming QoS 2 state,
+    /// wills, expiry timers) and retained messages from a store's snapshot. Called once, before any
+    /// client connects. Sessions that were connected when the broker stopped are offline now:
+    /// their wills go out (after their delay), as for any connection that ended without
+    /// DISCONNECT.
     pub fn restore(&self, snapshot: Snapshot, now: Instant) {
         let wall_now = SystemTime::now();
+        let mut highest: u64 = snapshot.messages.keys().next_back().copied().unwrap_or(0);
+        let mut bodies: HashMap<MessageId, Arc<StoredBody>> = HashMap::new();
+        let mut wills_due = Vec::new();
+        let mut fixes = Vec::new();
         for stored in snapshot.sessions {
-            let record = stored.record;
+            let mut record = stored.record;
+            let client_id = record.client_id.clone();
             let id = SubscriberId(self.next_subscriber.fetch_add(1, Ordering::Relaxed));
-            let slot = Arc::new(SessionSlot::new(id, record.client_id.clone()));
+            let slot = Arc::new(SessionSlot::new(id, client_id.clone()));
+
+            let mut inflight = Vec::new();
+            let mut queued = Vec::new();
+            for (seq, entry) in stored.queue {
+                highest = highest.max(seq);
+                let message = snapshot.messages.get(&entry.message);
+                let Some(message) = message.filter(|m| {
+                    !m.is_expired(now) || matches!(entry.state, QueuedState::Released { .. })
+                }) else {
+                    // Expired, or its body was lost with a failed batch: nothing to send.
+                    fixes.push(StoreOp::DeleteQueued {
+                        client_id: client_id.clone(),
+                        seq,
+                    });
+                    continue;
+                };
+                let body = match (&self.store, bodies.get(&entry.message)) {
+                    (_, Some(body)) => Some(body.clone()),
+                    (Some(writer), None) => {
+                        let body = Arc::new(StoredBody::new(entry.message, writer.clone()));
+                        bodies.insert(entry.message, body.clone());
+                        Some(body)
+                    }
+                    (None, None) => None,
+                };
+                let delivery = Delivery {
+                    message: message.clone(),
+                    qos: entry.qos,
+                    retain: entry.retain,
+                    subscription_ids: entry.subscription_ids,
+                    stored: body.map(|body| StoredRef { seq, body }),
+                };
+                let sent = |packet_id: u16, state| PacketId::new(packet_id).map(|id| (id, state));
+                let exchange = match entry.state {
+                    QueuedState::Queued => None,
+                    QueuedState::Sent { packet_id } if entry.qos == QoS::ExactlyOnce => {
+                        sent(packet_id, OutboundState::AwaitingPubRec)
+                    }
+                    QueuedState::Sent { packet_id } => {
+                        sent(packet_id, OutboundState::AwaitingPubAck)
+                    }
+                    QueuedState::Released { packet_id } => {
+                        sent(packet_id, OutboundState::AwaitingPubComp)
+                    }
+                };
+                match exchange {
+                    Some((id, state)) => inflight.push((id, delivery, state)),
+                    None => queued.push(delivery),
+                }
+            }
+
             let session = Session::restore(
-                record.client_id.clone(),
+                client_id.clone(),
                 slot.origin(),
                 record.expiry_interval,
                 stored.subscriptions,
+                inflight,
+                stored.incoming,
                 now,
             );
             for subscription in session.subscriptions() {
                 self.subscribe(&slot, subscription, false);
             }
-            let generation = slot.park(Box::new(session), None);
-            if record.expiry_interval != EXPIRY_NEVER {
-                // Offline time before the restart counts against the expiry interval.
-                let away = record
-                    .disconnected_at
-                    .and_then(|at| wall_now.duration_since(at).ok())
-                    .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
-                let left = record.expiry_interval.saturating_sub(away);
+            slot.restore_queue(queued);
+
+            // Offline time before the restart counts against the expiry and the will delay.
+            let was_connected = record.disconnected_at.is_none();
+            let away = record
+                .disconnected_at
+                .and_then(|at| wall_now.duration_since(at).ok())
+                .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+            let expiry_left = if record.expiry_interval == EXPIRY_NEVER {
+                None
+            } else {
+                Some(record.expiry_interval.saturating_sub(away))
+            };
+            let will = record.will.take().map(PendingWill::from_stored);
+            let will_left = will.as_ref().map(|w| w.delay.saturating_sub(away));
+            let (due_now, delayed) = match (will, will_left) {
+                (Some(will), Some(0)) => (Some(will), None),
+                (will, _) => (None, will),
+            };
+            record.will = delayed.as_ref().map(PendingWill::to_stored);
+            if was_connected {
+                record.disconnected_at = Some(wall_now);
+            }
+            if was_connected || due_now.is_some() {
+                fixes.push(StoreOp::PutSession(record.clone()));
+            }
+            if self.store.is_some() {
+                slot.set_record(Some(record));
+            }
+            let generation = slot.park(Box::new(session), delayed);
+            if let Some(left) = will_left.filter(|&left| left > 0) {
+                let left = expiry_left.map_or(left, |e| left.min(e));
+                self.arm(&slot, generation, TimerKind::Will, now, left);
+            }
+            if let Some(left) = expiry_left {
                 self.arm(&slot, generation, TimerKind::SessionExpiry, now, left);
             }
-            self.sessions.lock().insert(record.client_id, slot);
+            wills_due.extend(due_now);
+            self.sessions.lock().insert(client_id, slot);
         }
+        drop(bodies);
+        self.next_stored.store(highest + 1, Ordering::Relaxed);
         for message in snapshot.retained {
-            if !message.is_expired(now) {
+            if message.is_expired(now) {
+                fixes.push(StoreOp::DeleteRetained(message.topic.clone()));
+            } else {
                 self.retained.set(message);
             }
         }
-    }
-
-    /// Hands durable changes to the store. A failing store is reported and the broker carries on
-    /// from memory.
-    fn persist(&self, ops: Vec<StoreOp>) {
-        if let Some(store) = &self.store
-            && let Err(e) = store.apply(&ops, false)
-        {
-            tracing::error!("store write failed: {e}");
+        self.persist(fixes);
+        // Every session is back in the router: the wills reach their persistent subscribers.
+        for will in wills_due {
+            self.route(will.publish(now));
         }
     }
 
-    /// Records a session now served by a connection: persistent sessions are stored.
-    pub fn session_opened(&self, slot: &SessionSlot, expiry_interval: u32) {
-        if expiry_interval != 0 {
-            self.persist(vec![StoreOp::PutSession(SessionRecord {
-                client_id: slot.client_id.clone(),
-                expiry_interval,
-                disconnected_at: None,
-                will: None,
-            })]);
+    /// Hands durable changes to the storage thread; the ticket settles once they are applied.
+    pub fn persist(&self, ops: impl IntoIterator<Item = StoreOp>) -> Ticket {
+        match &self.store {
+            Some(writer) => writer.submit(ops),
+            None => Ticket::NONE,
         }
+    }
+
+    /// Ready once the changes behind `ticket` were applied; `Err` if they could not be.
+    pub fn poll_settled(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        ticket: Ticket,
+    ) -> std::task::Poll<Result<(), StoreFailed>> {
+        match &self.store {
+            Some(writer) if ticket != Ticket::NONE => writer.poll_settled(cx, ticket),
+            _ => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Why QoS 1/2 messages must be refused now (the store fails), if they must.
+    pub fn store_fault(&self) -> Option<ReasonCode> {
+        self.store.as_ref().and_then(|writer| writer.fault())
+    }
+
+    /// Stops recording changes and makes what was recorded durable (server shutdown).
+    pub fn close_store(&self) {
+        if let Some(writer) = &self.store {
+            writer.close();
+        }
+    }
+
+    /// Records a session now served by a connection: a persistent session is stored (with its
+    /// will), and one that stops being persistent is deleted from the store. The ticket settles
+    /// once that is on disk, which CONNACK waits for in `always` mode.
+    pub fn session_opened(&self, slot: &SessionSlot, session: &mut Session) -> Ticket {
+        if self.store.is_none() {
+            return Ticket::NONE;
+        }
+        let expiry_interval = session.expiry_interval();
+        session.set_durable(expiry_interval != 0);
+        if expiry_interval == 0 {
+            if slot.record().is_some() {
+                slot.set_record(None);
+                return self.persist([StoreOp::DeleteSession {
+                    client_id: slot.client_id.clone(),
+                }]);
+            }
+            return Ticket::NONE;
+        }
+        let record = SessionRecord {
+            client_id: slot.client_id.clone(),
+            expiry_interval,
+            disconnected_at: None,
+            will: session.will_record(),
+        };
+        slot.set_record(Some(record.clone()));
+        self.persist([StoreOp::PutSession(record)])
     }
 
     /// A client id for a client that sent none (5.0 Assigned Client Identifier).
@@ -178,16 +319,18 @@ impl Broker {
         self.router.len()
     }
 
-    /// Delivers a message to every matching subscription and updates the retained store.
-    /// Returns how many sessions accepted it.
-    pub fn route(&self, message: Arc<Message>) -> usize {
+    /// Delivers a message to every matching subscription and updates the retained store. QoS
+    /// 1/2 deliveries to persistent sessions are stored, the body once; the ticket settles when
+    /// all of that is applied (an acknowledgement of the message waits for it in `always` mode).
+    pub fn route(&self, message: Arc<Message>) -> Ticket {
+        let mut ticket = Ticket::NONE;
         if message.retain && self.limits.retain_available {
             match self.retained.set(message.clone()) {
                 RetainedChange::Added | RetainedChange::Replaced => {
-                    self.persist(vec![StoreOp::PutRetained(message.clone())]);
+                    ticket = self.persist([StoreOp::PutRetained(message.clone())]);
                 }
                 RetainedChange::Removed => {
-                    self.persist(vec![StoreOp::DeleteRetained(message.topic.clone())]);
+                    ticket = self.persist([StoreOp::DeleteRetained(message.topic.clone())]);
                 }
                 RetainedChange::Unchanged => {}
             }
@@ -210,36 +353,65 @@ impl Broker {
                 }
             });
         merge_overlapping(&mut targets);
-        let mut accepted = 0;
-        for target in targets {
-            let delivery = Delivery {
-                message: message.clone(),
-                qos: message.qos.min(target.qos),
-                retain: target.retain,
-                subscription_ids: target.ids,
+        let mut body: Option<Arc<StoredBody>> = None;
+        let mut stamp = |client_id: &Arc<str>, delivery: &mut Delivery| {
+            let Some(writer) = &self.store else {
+                return;
             };
-            match target.slot.push(delivery, &self.limits) {
-                Ok(()) => accepted += 1,
-                Err(reason) => debug!(client = %target.slot.client_id, ?reason, "delivery refused"),
+            let body = body.get_or_insert_with(|| {
+                let id = self.next_stored.fetch_add(1, Ordering::Relaxed);
+                let put = StoreOp::PutMessage {
+                    id,
+                    message: message.clone(),
+                };
+                ticket = ticket.max(writer.submit([put]));
+                Arc::new(StoredBody::new(id, writer.clone()))
+            });
+            let seq = self.next_stored.fetch_add(1, Ordering::Relaxed);
+            delivery.stored = Some(StoredRef {
+                seq,
+                body: body.clone(),
+            });
+            if let Some((seq, entry)) = delivery.queued_entry(QueuedState::Queued) {
+                let put = StoreOp::PutQueued {
+                    client_id: client_id.clone(),
+                    seq,
+                    entry,
+                };
+                ticket = ticket.max(writer.submit([put]));
+            }
+        };
+        for target in targets {
+            let delivery = Delivery::new(
+                message.clone(),
+                message.qos.min(target.qos),
+                target.retain,
+                target.ids,
+            );
+            let stamp = self.store.is_some().then_some(&mut stamp as &mut Stamp<'_>);
+            if let Err(reason) = target.slot.push(delivery, &self.limits, stamp) {
+                debug!(client = %target.slot.client_id, ?reason, "delivery refused");
             }
         }
-        accepted
+        ticket
     }
 
     /// Adds or replaces a subscription in the router (and in the store, for a `persistent`
-    /// session).
+    /// session; SUBACK waits for the ticket in `always` mode).
     pub fn subscribe(
         &self,
         slot: &Arc<SessionSlot>,
         subscription: &Subscription,
         persistent: bool,
-    ) {
-        if persistent {
-            self.persist(vec![StoreOp::PutSubscription {
+    ) -> Ticket {
+        let ticket = if persistent {
+            self.persist([StoreOp::PutSubscription {
                 client_id: slot.client_id.clone(),
                 subscription: subscription.clone(),
-            }]);
-        }
+            }])
+        } else {
+            Ticket::NONE
+        };
         self.router.subscribe(
             &subscription.filter,
             slot.id,
@@ -249,15 +421,23 @@ impl Broker {
                 id: subscription.id,
             },
         );
+        ticket
     }
 
-    pub fn unsubscribe(&self, slot: &SessionSlot, filter: &TopicFilter, persistent: bool) {
+    pub fn unsubscribe(
+        &self,
+        slot: &SessionSlot,
+        filter: &TopicFilter,
+        persistent: bool,
+    ) -> Ticket {
         self.router.unsubscribe(filter, slot.id);
         if persistent {
-            self.persist(vec![StoreOp::DeleteSubscription {
+            self.persist([StoreOp::DeleteSubscription {
                 client_id: slot.client_id.clone(),
                 filter: filter.clone(),
-            }]);
+            }])
+        } else {
+            Ticket::NONE
         }
     }
 
@@ -379,12 +559,16 @@ impl Broker {
                 Some(will) if will.delay == 0 => (Some(will), None),
                 delayed => (None, delayed),
             };
-            self.persist(vec![StoreOp::PutSession(SessionRecord {
-                client_id: slot.client_id.clone(),
-                expiry_interval: expiry,
-                disconnected_at: Some(SystemTime::now()),
-                will: None,
-            })]);
+            if self.store.is_some() {
+                let record = SessionRecord {
+                    client_id: slot.client_id.clone(),
+                    expiry_interval: expiry,
+                    disconnected_at: Some(SystemTime::now()),
+                    will: delayed.as_ref().map(PendingWill::to_stored),
+                };
+                slot.set_record(Some(record.clone()));
+                self.persist([StoreOp::PutSession(record)]);
+            }
             let delay = delayed.as_ref().map(|will| will.delay);
             let generation = slot.park(session, delayed);
             if let Some(delay) = delay {
@@ -427,6 +611,11 @@ impl Broker {
             TimerKind::Will => {
                 if let Some(will) = timer.slot.take_due_will(timer.generation) {
                     debug!(client = %timer.slot.client_id, "publishing delayed will");
+                    if let Some(mut record) = timer.slot.record() {
+                        record.will = None;
+                        timer.slot.set_record(Some(record.clone()));
+                        self.persist([StoreOp::PutSession(record)]);
+                    }
                     self.route(will.publish(clock()));
                 }
             }
@@ -451,19 +640,41 @@ impl Broker {
         }
     }
 
-    /// Drops retained messages whose expiry has passed.
-    pub fn sweep_retained(&self, now: Instant) {
+    /// Drops retained messages whose expiry has passed, and expired messages waiting in the
+    /// queues of offline sessions, from memory and from the store.
+    pub fn sweep_expired(&self, now: Instant) {
         let dropped = self.retained.remove_expired(now);
-        if dropped > 0 {
-            debug!(dropped, "expired retained messages removed");
+        if !dropped.is_empty() {
+            debug!(dropped = dropped.len(), "expired retained messages removed");
+            self.persist(
+                dropped
+                    .into_iter()
+                    .map(|message| StoreOp::DeleteRetained(message.topic.clone())),
+            );
+        }
+        let slots: Vec<_> = self.sessions.lock().values().cloned().collect();
+        for slot in slots.iter().filter(|slot| !slot.is_online()) {
+            let expired = slot.remove_expired(now);
+            if expired.is_empty() {
+                continue;
+            }
+            debug!(client = %slot.client_id, dropped = expired.len(), "expired queued messages removed");
+            self.persist(expired.into_iter().filter_map(|delivery| {
+                delivery.stored.map(|stored| StoreOp::DeleteQueued {
+                    client_id: slot.client_id.clone(),
+                    seq: stored.seq,
+                })
+            }));
         }
     }
 
     /// Removes an ended session's subscriptions and record, and publishes its waiting will.
     fn clean_up(&self, slot: &SessionSlot, ended: Ended) {
-        self.persist(vec![StoreOp::DeleteSession {
-            client_id: slot.client_id.clone(),
-        }]);
+        if ended.stored {
+            self.persist([StoreOp::DeleteSession {
+                client_id: slot.client_id.clone(),
+            }]);
+        }
         if let Some(session) = ended.session {
             for subscription in session.subscriptions() {
                 self.router.unsubscribe(&subscription.filter, slot.id);
@@ -480,6 +691,13 @@ impl Broker {
         for slot in slots {
             let _ = slot.request(Control::Close(reason));
         }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Before the sessions go: dropping their deliveries must not delete stored messages.
+        self.close_store();
     }
 }
 
@@ -600,9 +818,9 @@ mod tests {
         broker.route(retained("a", Some(now + Duration::from_secs(1))));
         broker.route(retained("b", None));
         assert_eq!(broker.retained_count(), 2);
-        broker.sweep_retained(now);
+        broker.sweep_expired(now);
         assert_eq!(broker.retained_count(), 2, "not expired yet");
-        broker.sweep_retained(now + Duration::from_secs(2));
+        broker.sweep_expired(now + Duration::from_secs(2));
         assert_eq!(broker.retained_count(), 1, "only the expired one went");
     }
 }

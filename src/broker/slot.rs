@@ -20,6 +20,10 @@ use crate::config::Limits;
 use crate::message::{Delivery, Origin};
 use crate::router::SubscriberId;
 use crate::session::{PendingWill, Session};
+use crate::storage::SessionRecord;
+
+/// Stores a delivery for a persistent session as it enters the queue (see [`SessionSlot::push`]).
+pub type Stamp<'a> = dyn FnMut(&Arc<str>, &mut Delivery) + 'a;
 
 /// A request to the connection that owns the session.
 #[derive(Debug)]
@@ -69,6 +73,9 @@ struct SlotInner {
     ended: bool,
     /// Deliveries dropped since the queue last had room, for the log line when it recovers.
     dropped: u64,
+    /// The session's stored record while it is persistent and a store is in use: its QoS 1/2
+    /// deliveries are stored as they are queued.
+    record: Option<SessionRecord>,
 }
 
 /// What a connection gets when it attaches to a slot.
@@ -104,7 +111,15 @@ impl SessionSlot {
     /// Offers a delivery. Applies the queue limits: a full queue first gives up its oldest QoS 0
     /// message to make room for QoS 1/2, and otherwise refuses the new delivery (mosquitto's
     /// policy: keep what is queued, drop what is new). Every refusal is counted and logged.
-    pub fn push(&self, delivery: Delivery, limits: &Limits) -> Result<(), Rejected> {
+    ///
+    /// `stamp` stores a QoS 1/2 delivery for a persistent session; it runs under the slot's lock,
+    /// so the stored entry is in the store's log before the owner can see (and acknowledge) it.
+    pub fn push(
+        &self,
+        mut delivery: Delivery,
+        limits: &Limits,
+        stamp: Option<&mut Stamp<'_>>,
+    ) -> Result<(), Rejected> {
         let mut inner = self.inner.lock();
         if inner.ended {
             return Err(Rejected::Ended);
@@ -127,6 +142,12 @@ impl SessionSlot {
                 }
                 return Err(Rejected::QueueFull);
             }
+        }
+        if inner.record.is_some()
+            && delivery.qos != QoS::AtMostOnce
+            && let Some(stamp) = stamp
+        {
+            stamp(&self.client_id, &mut delivery);
         }
         inner.queued_bytes += size;
         inner.queue.push_back(delivery);
@@ -204,6 +225,41 @@ impl SessionSlot {
         self.inner.lock().queue.len()
     }
 
+    /// The stored record of a persistent session, `None` while the session is not stored.
+    pub fn record(&self) -> Option<SessionRecord> {
+        self.inner.lock().record.clone()
+    }
+
+    /// Sets (or clears) the session's stored record; QoS 1/2 deliveries are stored while set.
+    pub fn set_record(&self, record: Option<SessionRecord>) {
+        self.inner.lock().record = record;
+    }
+
+    /// Puts stored deliveries back in the queue at start, in order, without applying limits
+    /// (they were within them when stored).
+    pub fn restore_queue(&self, deliveries: impl IntoIterator<Item = Delivery>) {
+        let mut inner = self.inner.lock();
+        for delivery in deliveries {
+            inner.queued_bytes += delivery.message.queued_size();
+            inner.queue.push_back(delivery);
+        }
+    }
+
+    /// Removes queued messages whose expiry has passed and returns them (the broker deletes the
+    /// stored ones).
+    pub fn remove_expired(&self, now: std::time::Instant) -> Vec<Delivery> {
+        let mut inner = self.inner.lock();
+        if !inner.queue.iter().any(|d| d.message.is_expired(now)) {
+            return Vec::new();
+        }
+        let (expired, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut inner.queue)
+            .into_iter()
+            .partition(|d| d.message.is_expired(now));
+        inner.queue = kept;
+        inner.queued_bytes = inner.queue.iter().map(|d| d.message.queued_size()).sum();
+        expired.into()
+    }
+
     /// Makes the calling connection the owner. Fails with the current generation if another
     /// connection owns it (take it over first) or the session has ended.
     pub fn attach(&self) -> Result<Attached, AttachError> {
@@ -247,7 +303,9 @@ impl SessionSlot {
         self.online.store(false, Ordering::Relaxed);
         inner.queue.clear();
         inner.queued_bytes = 0;
+        let stored = inner.record.take().is_some();
         Some(Ended {
+            stored,
             session: inner.parked.take(),
             will: inner.pending_will.take(),
         })
@@ -308,6 +366,8 @@ pub enum AttachError {
 
 /// What an ended session leaves to clean up.
 pub struct Ended {
+    /// Whether the session is in the store (and must be deleted there).
+    pub stored: bool,
     pub session: Option<Box<Session>>,
     pub will: Option<PendingWill>,
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use super::{Config, ConfigError, ListenerConfig};
+use crate::storage::{StoreKind, SyncMode};
 
 /// Starling, an MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Debug, Parser)]
@@ -19,9 +20,18 @@ pub struct Cli {
     #[arg(short = 'l', long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
 
-    /// Directory for durable state (created and locked at start).
+    /// Directory for durable state (created and locked at start). Without it, nothing is
+    /// written to disk.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Store backend for the data directory.
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub store: Option<StoreKind>,
+
+    /// When acknowledged messages reach the disk: `always` (acks wait for it) or `periodic`.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub sync: Option<SyncMode>,
 
     /// Log filter: error, warn, info, debug, trace, or per module (starling=debug,info).
     #[arg(long, value_name = "LEVEL", env = "STARLING_LOG")]
@@ -53,6 +63,12 @@ impl Cli {
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = Some(dir.clone());
+        }
+        if let Some(store) = self.store {
+            config.storage.backend = store;
+        }
+        if let Some(sync) = self.sync {
+            config.storage.sync = sync;
         }
         if let Some(level) = &self.log_level {
             config.log.level = level.clone();

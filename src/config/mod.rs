@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::storage::{StoreKind, SyncMode};
+
 pub use cli::Cli;
 pub use limits::Limits;
 
@@ -28,10 +30,45 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub limits: Limits,
     /// Where durable state lives. The directory is created and locked so two brokers never share
-    /// it; the in-memory store of this release writes nothing there.
+    /// it. Without one, state is kept in memory only (as mosquitto without `persistence`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    pub storage: StorageConfig,
     pub log: LogConfig,
+}
+
+/// How durable state is kept (used when `data_dir` is set).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `redb` (default), `sled` (cargo feature `sled`) or `memory` (nothing on disk).
+    pub backend: StoreKind,
+    /// `always`: an acknowledgement waits until what it acknowledges is on disk (group commit).
+    /// `periodic`: changes are committed at once and made durable every `sync_interval_ms`.
+    pub sync: SyncMode,
+    /// In `periodic` mode, the longest time a committed change waits to become durable.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StoreKind::Redb,
+            sync: SyncMode::Periodic,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The backend actually used: without a data directory, nothing can be on disk.
+    pub fn effective_backend(&self, data_dir: Option<&Path>) -> StoreKind {
+        if data_dir.is_none() {
+            StoreKind::Memory
+        } else {
+            self.backend
+        }
+    }
 }
 
 impl Default for Config {
@@ -40,6 +77,7 @@ impl Default for Config {
             listeners: vec![ListenerConfig::default()],
             limits: Limits::default(),
             data_dir: None,
+            storage: StorageConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -173,6 +211,13 @@ impl Config {
         if limits.max_keepalive == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_keepalive = 0 would refuse every client; the largest is 65535".into(),
+            ));
+        }
+        if self.storage.sync_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.sync_interval_ms must be at least 1; use sync = \"always\" to make \
+                 every acknowledgement wait for the disk"
+                    .into(),
             ));
         }
         if limits.connect_timeout == 0 {

@@ -28,6 +28,7 @@ use crate::codec::{
 };
 use crate::message::Delivery;
 use crate::session::{self, Action, Close, Session};
+use crate::storage::{StoreOp, Ticket};
 use crate::transport::Stream;
 use outbuf::OutBuf;
 
@@ -63,6 +64,7 @@ pub async fn serve(
             max_packet_size: broker.limits.max_packet_size(),
         },
         last_write: tokio::time::Instant::now().into_std(),
+        hold: Ticket::NONE,
     };
     async move {
         debug!("new connection");
@@ -81,6 +83,8 @@ enum Event {
     Io(std::io::Error),
     /// The mailbox has deliveries the window admits, or a control request.
     Mailbox,
+    /// The store failed to apply what held output waits for.
+    StoreFailed,
     Timer,
 }
 
@@ -97,6 +101,9 @@ enum Ending {
     Io(std::io::Error),
     /// Another connection took the session; signal it once the session is parked.
     TakenOver(tokio::sync::oneshot::Sender<()>),
+    /// The store could not record what we were about to acknowledge: the held acknowledgements
+    /// are discarded and the client will send again.
+    StoreFailed,
     /// Server shutdown or administrative close.
     Closed(ReasonCode),
 }
@@ -138,6 +145,9 @@ struct Connection {
     decode: DecodeContext,
     /// Last time the socket took bytes, or output became pending.
     last_write: Instant,
+    /// Output is held back until the store has applied this ticket: what we acknowledge must be
+    /// durable first (`always` mode; otherwise tickets are always settled).
+    hold: Ticket,
 }
 
 fn now() -> Instant {
@@ -258,7 +268,7 @@ impl Connection {
             }
             None => Box::new(Session::new(negotiated, slot.origin())),
         };
-        broker.session_opened(&slot, session.expiry_interval());
+        self.hold = broker.session_opened(&slot, &mut session);
         info!(
             "New client connected from {} as {} (p{}, c{}, k{}{}).",
             self.peer,
@@ -325,7 +335,15 @@ impl Connection {
                     actions: &mut *actions,
                     batch: &mut batch,
                 };
-                self.poll_event(cx, slot, window, timer.as_mut(), armed.is_some(), scratch)
+                self.poll_event(
+                    cx,
+                    broker,
+                    slot,
+                    window,
+                    timer.as_mut(),
+                    armed.is_some(),
+                    scratch,
+                )
             })
             .await;
             match event {
@@ -335,6 +353,7 @@ impl Connection {
                     }
                 }
                 Event::Eof => return Ending::PeerClosed,
+                Event::StoreFailed => return Ending::StoreFailed,
                 Event::Io(e) => return Ending::Io(e),
                 Event::Mailbox => match slot.take_control() {
                     Some(Control::TakeOver(tx)) => return Ending::TakenOver(tx),
@@ -364,16 +383,25 @@ impl Connection {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn poll_event(
         &mut self,
         cx: &mut Context<'_>,
+        broker: &Broker,
         slot: &SessionSlot,
         window: usize,
         timer: Pin<&mut Sleep>,
         timer_armed: bool,
         scratch: Scratch<'_>,
     ) -> Poll<Event> {
-        if !self.out.is_empty() {
+        if self.hold != Ticket::NONE {
+            match broker.poll_settled(cx, self.hold) {
+                Poll::Ready(Ok(())) => self.hold = Ticket::NONE,
+                Poll::Ready(Err(_)) => return Poll::Ready(Event::StoreFailed),
+                Poll::Pending => {}
+            }
+        }
+        if !self.out.is_empty() && self.hold == Ticket::NONE {
             let before = self.out.len();
             let flushed = self.out.poll_flush(&mut self.stream, cx);
             if self.out.len() != before {
@@ -424,6 +452,7 @@ impl Connection {
                     }));
                 }
             };
+            session.set_store_fault(broker.store_fault());
             if let Err(close) = session.handle(now(), packet, &broker.limits, actions) {
                 return Err(Ending::Violation(close));
             }
@@ -447,14 +476,25 @@ impl Connection {
                 Action::Send(packet) => self.out.push_packet(&packet, version),
                 Action::Publish(publish) => self.out.push_publish(&publish, version),
                 Action::Route(message) => {
-                    broker.route(message);
+                    self.hold = self.hold.max(broker.route(message));
+                    Ok(())
+                }
+                Action::Store(op) => {
+                    let gates = gates_output(&op);
+                    let ticket = broker.persist([op]);
+                    if gates {
+                        self.hold = self.hold.max(ticket);
+                    }
                     Ok(())
                 }
                 Action::Subscribe {
                     subscription,
                     send_retained,
                 } => {
-                    broker.subscribe(slot, &subscription, session.expiry_interval() != 0);
+                    let persistent = session.expiry_interval() != 0;
+                    self.hold = self
+                        .hold
+                        .max(broker.subscribe(slot, &subscription, persistent));
                     if send_retained {
                         let now = now();
                         let retained = broker.retained_matching(&subscription.filter, now);
@@ -463,7 +503,8 @@ impl Connection {
                     Ok(())
                 }
                 Action::Unsubscribe(filter) => {
-                    broker.unsubscribe(slot, &filter, session.expiry_interval() != 0);
+                    let persistent = session.expiry_interval() != 0;
+                    self.hold = self.hold.max(broker.unsubscribe(slot, &filter, persistent));
                     Ok(())
                 }
                 Action::ClientDisconnected => {
@@ -528,12 +569,26 @@ impl Connection {
     ) {
         let version = session.version();
         let client = session.client_id().clone();
+        // What we acknowledged goes out only once it is stored.
+        let stored = self.hold == Ticket::NONE
+            || tokio::time::timeout(
+                FLUSH_ON_CLOSE,
+                poll_fn(|cx| broker.poll_settled(cx, self.hold)),
+            )
+            .await
+            .is_ok_and(|settled| settled.is_ok());
+        if !stored || matches!(ending, Ending::StoreFailed) {
+            self.out.clear();
+        }
+        self.hold = Ticket::NONE;
         let disconnect_reason = match &ending {
             Ending::Violation(close) => Some(close.reason),
             Ending::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
             Ending::TakenOver(_) => Some(ReasonCode::SessionTakenOver),
             Ending::Closed(reason) => Some(*reason),
-            Ending::ClientDisconnect
+            // The held output was discarded, perhaps mid-packet: no DISCONNECT can follow it.
+            Ending::StoreFailed
+            | Ending::ClientDisconnect
             | Ending::WriteStalled
             | Ending::PeerClosed
             | Ending::Io(_) => None,
@@ -553,6 +608,10 @@ impl Connection {
                 info!("Client {client} already connected, closing old connection.")
             }
             Ending::Closed(reason) => info!(%reason, "Client {client} disconnected by the broker."),
+            Ending::StoreFailed => warn!(
+                "Client {client} disconnected: the store could not record its messages; they \
+                 were not acknowledged."
+            ),
         }
         // [MQTT-4.13.2-1] a server DISCONNECT only in 5.0, and only with a reason allowed there.
         if let Some(reason) = disconnect_reason
@@ -636,6 +695,17 @@ enum ReadError {
     Closed,
     Io(std::io::Error),
     Decode(DecodeError),
+}
+
+/// Whether an acknowledgement that follows this change must wait until it is durable. Not for a
+/// QoS 1 send or a finished delivery: losing those in a crash only means a message is sent again,
+/// which QoS 1 allows. Everything else would lose or duplicate a message.
+fn gates_output(op: &StoreOp) -> bool {
+    match op {
+        StoreOp::PutQueued { entry, .. } => entry.qos == crate::codec::QoS::ExactlyOnce,
+        StoreOp::DeleteQueued { .. } => false,
+        _ => true,
+    }
 }
 
 fn decode_failure(error: &DecodeError) -> &'static str {

@@ -41,6 +41,11 @@ impl OutBuf {
         self.len == 0
     }
 
+    /// Discards everything queued, possibly mid-packet: only before closing the connection.
+    pub fn clear(&mut self) {
+        *self = OutBuf::default();
+    }
+
     pub fn push_packet(
         &mut self,
         packet: &Packet,

@@ -30,6 +30,7 @@ use crate::codec::{
 };
 use crate::config::Limits;
 use crate::message::{Delivery, Message, Origin, expiry_deadline};
+use crate::storage::{QueuedState, StoreOp, StoredWill};
 use crate::topic::{TopicFilter, TopicName};
 
 /// A subscription as the session remembers it.
@@ -59,6 +60,8 @@ pub enum Action {
     Unsubscribe(TopicFilter),
     /// The client sent DISCONNECT: close the connection; the will goes out only if still set.
     ClientDisconnected,
+    /// Record a change of the session's stored state (only for stored sessions and deliveries).
+    Store(StoreOp),
 }
 
 /// Why the session wants the connection closed: a protocol violation by the client. The will is
@@ -178,6 +181,10 @@ pub struct Session {
     /// dropped for queue limits, so a late subscriber gets every retained message.
     replay: VecDeque<Delivery>,
     link: Link,
+    /// Whether incoming QoS 2 packet ids are stored (a persistent session with a store).
+    durable: bool,
+    /// Why QoS 1/2 messages are refused right now: the store fails.
+    store_fault: Option<ReasonCode>,
 }
 
 impl Session {
@@ -193,17 +200,28 @@ impl Session {
             will: negotiated.will.map(Box::new),
             replay: VecDeque::new(),
             link: negotiated.link,
+            durable: false,
+            store_fault: None,
         }
     }
 
     /// A session rebuilt from the store, offline until a connection attaches it.
+    ///
+    /// `inflight` holds the exchanges that were under way, in send order, and `incoming` the QoS 2
+    /// packet ids still awaiting PUBREL; [`Session::resume`] picks both up on reconnect.
     pub fn restore(
         client_id: Arc<str>,
         origin: Origin,
         expiry_interval: u32,
         subscriptions: Vec<Subscription>,
+        inflight: Vec<(PacketId, Delivery, OutboundState)>,
+        incoming: Vec<u16>,
         now: Instant,
     ) -> Self {
+        let mut outbound = Outbound::default();
+        for (id, delivery, state) in inflight {
+            outbound.restore(id, delivery, state);
+        }
         Session {
             client_id,
             origin,
@@ -212,12 +230,43 @@ impl Session {
                 .into_iter()
                 .map(|s| (s.filter.clone(), s))
                 .collect(),
-            outbound: Outbound::default(),
-            inbound_qos2: BTreeSet::new(),
+            outbound,
+            inbound_qos2: incoming.into_iter().collect(),
             will: None,
             replay: VecDeque::new(),
             link: Link::new(ProtocolVersion::V311, now),
+            durable: true,
+            store_fault: None,
         }
+    }
+
+    /// Whether the session's incoming QoS 2 state is stored: set by the broker for a persistent
+    /// session when a store is in use.
+    pub fn set_durable(&mut self, durable: bool) {
+        self.durable = durable;
+    }
+
+    /// Tells the session whether the store works: while it fails, QoS 1/2 publishes are refused
+    /// with this reason (5.0) or close the connection (3.1.1, which has no way to refuse one).
+    pub fn set_store_fault(&mut self, fault: Option<ReasonCode>) {
+        self.store_fault = fault;
+    }
+
+    /// The will as the store keeps it, for a persistent session's record.
+    pub fn will_record(&self) -> Option<StoredWill> {
+        let will = self.will.as_deref()?;
+        Some(StoredWill {
+            message: Arc::new(Message {
+                topic: will.topic.clone(),
+                payload: will.payload.clone(),
+                qos: will.qos,
+                retain: will.retain,
+                properties: will_properties(will.properties.clone()),
+                expires_at: None,
+                origin: None,
+            }),
+            delay_interval: will.properties.will_delay_interval.unwrap_or(0),
+        })
     }
 
     /// Attaches a resumed session to a new connection: the connection-scoped state is replaced,
@@ -277,7 +326,8 @@ impl Session {
         match packet {
             Packet::Publish(publish) => self.handle_publish(now, publish, limits, out),
             Packet::PubAck(ack) => {
-                self.outbound.puback(ack.packet_id);
+                let outcome = self.outbound.puback(ack.packet_id);
+                self.finished(outcome, out);
                 Ok(())
             }
             Packet::PubRec(rec) => {
@@ -289,7 +339,8 @@ impl Session {
                 Ok(())
             }
             Packet::PubComp(comp) => {
-                self.outbound.pubcomp(comp.packet_id);
+                let outcome = self.outbound.pubcomp(comp.packet_id);
+                self.finished(outcome, out);
                 Ok(())
             }
             Packet::Subscribe(subscribe) => {
@@ -344,6 +395,11 @@ impl Session {
         let format_ok = publish.properties.payload_format != Some(PayloadFormat::Utf8)
             || std::str::from_utf8(&publish.payload).is_ok();
 
+        if let (Some(fault), QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) =
+            (self.store_fault, publish.qos, publish.packet_id)
+        {
+            return self.refuse_unstorable(fault, publish.qos, id, out);
+        }
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => {
                 if format_ok {
@@ -374,6 +430,12 @@ impl Session {
                     ));
                 } else if format_ok {
                     self.inbound_qos2.insert(id.get());
+                    if self.durable {
+                        out.push(Action::Store(StoreOp::PutIncoming {
+                            client_id: self.client_id.clone(),
+                            packet_id: id.get(),
+                        }));
+                    }
                     out.push(Action::Route(self.message(now, topic, publish)));
                     ReasonCode::Success
                 } else {
@@ -393,6 +455,30 @@ impl Session {
     }
 
     /// The topic to route: the PUBLISH's own, or the one its alias stands for (5.0).
+    /// Answers a QoS 1/2 publish the store cannot take: 5.0 gets the reason in PUBACK/PUBREC
+    /// (the message is not routed, and a QoS 2 exchange ends there), 3.1.1 is disconnected.
+    fn refuse_unstorable(
+        &mut self,
+        fault: ReasonCode,
+        qos: QoS,
+        id: PacketId,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Close> {
+        if !self.link.version.is_v5() {
+            return Err(Close::new(fault, "the store cannot record messages"));
+        }
+        let mut ack = self.ack(id, fault);
+        if self.link.request_problem_information {
+            ack.properties.reason_string = Some("the broker cannot store messages now".to_owned());
+        }
+        out.push(Action::Send(if qos == QoS::ExactlyOnce {
+            Packet::PubRec(ack)
+        } else {
+            Packet::PubAck(ack)
+        }));
+        Ok(())
+    }
+
     fn resolve_topic(&mut self, publish: &Publish, limits: &Limits) -> Result<TopicName, Close> {
         match publish.properties.topic_alias {
             Some(alias) => self
@@ -448,9 +534,41 @@ impl Session {
         }
     }
 
+    /// Deletes the stored entry of a finished exchange.
+    fn finished(&self, outcome: AckOutcome, out: &mut Vec<Action>) {
+        if let AckOutcome::Completed(Some(seq)) = outcome {
+            out.push(self.delete_queued(seq));
+        }
+    }
+
+    fn delete_queued(&self, seq: u64) -> Action {
+        Action::Store(StoreOp::DeleteQueued {
+            client_id: self.client_id.clone(),
+            seq,
+        })
+    }
+
+    /// Records a stored delivery's new state.
+    fn put_queued(&self, delivery: &Delivery, state: QueuedState, out: &mut Vec<Action>) {
+        if let Some((seq, entry)) = delivery.queued_entry(state) {
+            out.push(Action::Store(StoreOp::PutQueued {
+                client_id: self.client_id.clone(),
+                seq,
+                entry,
+            }));
+        }
+    }
+
     fn handle_pubrec(&mut self, rec: PubResponse, out: &mut Vec<Action>) {
-        match self.outbound.pubrec(rec.packet_id, rec.reason.is_error()) {
+        let outcome = self.outbound.pubrec(rec.packet_id, rec.reason.is_error());
+        match outcome {
             AckOutcome::SendPubRel => {
+                if let Some(entry) = self.outbound.get(rec.packet_id) {
+                    let state = QueuedState::Released {
+                        packet_id: rec.packet_id.get(),
+                    };
+                    self.put_queued(&entry.delivery, state, out);
+                }
                 out.push(Action::Send(Packet::PubRel(PubResponse::success(
                     rec.packet_id,
                 ))));
@@ -462,13 +580,20 @@ impl Session {
                     properties: AckProperties::default(),
                 })));
             }
-            AckOutcome::Unknown | AckOutcome::Completed => {}
+            AckOutcome::Completed(_) => self.finished(outcome, out),
+            AckOutcome::Unknown => {}
         }
     }
 
     fn handle_pubrel(&mut self, rel: PubResponse, out: &mut Vec<Action>) {
         // Section 4.3.3: PUBREL is always answered with PUBCOMP and the id is released.
         let known = self.inbound_qos2.remove(&rel.packet_id.get());
+        if known && self.durable {
+            out.push(Action::Store(StoreOp::DeleteIncoming {
+                client_id: self.client_id.clone(),
+                packet_id: rel.packet_id.get(),
+            }));
+        }
         let reason = if known || !self.link.version.is_v5() {
             ReasonCode::Success
         } else {
@@ -569,12 +694,12 @@ impl Session {
                 continue;
             }
             let qos = message.qos.min(subscription.options.qos);
-            self.replay.push_back(Delivery {
+            self.replay.push_back(Delivery::new(
                 message,
                 qos,
-                retain: true,
-                subscription_ids: subscription.id.into_iter().collect(),
-            });
+                true,
+                subscription.id.into_iter().collect(),
+            ));
         }
     }
 
@@ -596,6 +721,7 @@ impl Session {
         out: &mut Vec<Action>,
     ) -> Result<(), Dropped> {
         if delivery.message.is_expired(now) {
+            self.forget_stored(&delivery, out);
             return Err(Dropped::Expired);
         }
         let expiry = delivery.message.remaining_expiry(now);
@@ -630,12 +756,30 @@ impl Session {
             message_expiry_interval: expiry,
         };
         if !self.fits(&publish) {
+            self.forget_stored(&delivery, out);
             return Err(Dropped::TooLarge);
         }
         if delivery.qos != QoS::AtMostOnce {
+            let stored = delivery.queued_entry(QueuedState::Queued);
             // The caller checked the window, so a free id exists; if not, treat as too large
             // rather than send a PUBLISH we could not track.
-            publish.packet_id = Some(self.outbound.start(delivery).ok_or(Dropped::TooLarge)?);
+            let Some(id) = self.outbound.start(delivery) else {
+                if let Some((seq, _)) = stored {
+                    out.push(self.delete_queued(seq));
+                }
+                return Err(Dropped::TooLarge);
+            };
+            if let Some((seq, mut entry)) = stored {
+                entry.state = QueuedState::Sent {
+                    packet_id: id.get(),
+                };
+                out.push(Action::Store(StoreOp::PutQueued {
+                    client_id: self.client_id.clone(),
+                    seq,
+                    entry,
+                }));
+            }
+            publish.packet_id = Some(id);
         }
         if let OutboundTopic::Assign(alias) = plan {
             self.link
@@ -644,6 +788,13 @@ impl Session {
         }
         out.push(Action::Publish(publish));
         Ok(())
+    }
+
+    /// Deletes the stored entry of a delivery that will never be sent.
+    fn forget_stored(&self, delivery: &Delivery, out: &mut Vec<Action>) {
+        if let Some(stored) = &delivery.stored {
+            out.push(self.delete_queued(stored.seq));
+        }
     }
 
     /// Whether a PUBLISH fits the client's Maximum Packet Size ([MQTT-3.1.2-24]).
@@ -697,7 +848,9 @@ impl Session {
             }
         }
         for id in abandoned {
-            self.outbound.abandon(id);
+            if let Some(seq) = self.outbound.abandon(id) {
+                out.push(self.delete_queued(seq));
+            }
         }
     }
 
@@ -705,15 +858,11 @@ impl Session {
     /// DISCONNECT.
     pub fn take_will(&mut self) -> Option<PendingWill> {
         let will = *self.will.take()?;
+        let expiry_interval = will.properties.message_expiry_interval;
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
         let properties = PublishProperties {
-            payload_format: will.properties.payload_format,
             message_expiry_interval: None,
-            topic_alias: None,
-            response_topic: will.properties.response_topic,
-            correlation_data: will.properties.correlation_data,
-            user_properties: will.properties.user_properties,
-            subscription_identifiers: Vec::new(),
-            content_type: will.properties.content_type,
+            ..will_properties(will.properties)
         };
         Some(PendingWill {
             message: Box::new(Message {
@@ -725,9 +874,24 @@ impl Session {
                 expires_at: None,
                 origin: Some(self.origin),
             }),
-            expiry_interval: will.properties.message_expiry_interval,
-            delay: will.properties.will_delay_interval.unwrap_or(0),
+            expiry_interval,
+            delay,
         })
+    }
+}
+
+/// A will's properties as a PUBLISH carries them. The Message Expiry Interval is kept here (a
+/// stored will needs it); [`PendingWill`] keeps it apart and applies it at publication.
+fn will_properties(properties: crate::codec::WillProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format: properties.payload_format,
+        message_expiry_interval: properties.message_expiry_interval,
+        topic_alias: None,
+        response_topic: properties.response_topic,
+        correlation_data: properties.correlation_data,
+        user_properties: properties.user_properties,
+        subscription_identifiers: Vec::new(),
+        content_type: properties.content_type,
     }
 }
 
@@ -743,6 +907,28 @@ pub struct PendingWill {
 }
 
 impl PendingWill {
+    /// A will loaded from the store (see [`Session::will_record`]).
+    pub fn from_stored(will: StoredWill) -> Self {
+        let mut message = Message::clone_fields(&will.message);
+        let expiry_interval = message.properties.message_expiry_interval.take();
+        PendingWill {
+            message: Box::new(message),
+            expiry_interval,
+            delay: will.delay_interval,
+        }
+    }
+
+    /// The will as the store keeps it.
+    pub fn to_stored(&self) -> StoredWill {
+        let mut message = Message::clone_fields(&self.message);
+        message.properties.message_expiry_interval = self.expiry_interval;
+        message.origin = None;
+        StoredWill {
+            message: Arc::new(message),
+            delay_interval: self.delay,
+        }
+    }
+
     /// The message to route, its expiry counted from `now`, the moment it is published.
     pub fn publish(self, now: Instant) -> Arc<Message> {
         Arc::new(Message {

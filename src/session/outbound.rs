@@ -41,8 +41,9 @@ pub struct Outbound {
 /// What an acknowledgement did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AckOutcome {
-    /// The exchange finished; the entry is gone.
-    Completed,
+    /// The exchange finished; the entry is gone. Carries the stored queue entry's seq, if it
+    /// was stored.
+    Completed(Option<u64>),
     /// PUBREC accepted: send PUBREL now.
     SendPubRel,
     /// No exchange in the right state has this id.
@@ -104,8 +105,8 @@ impl Outbound {
         match self.inflight.get_mut(&id.get()) {
             Some(entry) if entry.state == OutboundState::AwaitingPubRec => {
                 if failed {
-                    self.inflight.remove(&id.get());
-                    AckOutcome::Completed
+                    let seq = self.remove(id);
+                    AckOutcome::Completed(seq)
                 } else {
                     entry.state = OutboundState::AwaitingPubComp;
                     AckOutcome::SendPubRel
@@ -124,12 +125,35 @@ impl Outbound {
 
     fn finish_if(&mut self, id: PacketId, state: OutboundState) -> AckOutcome {
         match self.inflight.get(&id.get()) {
-            Some(entry) if entry.state == state => {
-                self.inflight.remove(&id.get());
-                AckOutcome::Completed
-            }
+            Some(entry) if entry.state == state => AckOutcome::Completed(self.remove(id)),
             _ => AckOutcome::Unknown,
         }
+    }
+
+    /// Removes an exchange; returns its stored seq.
+    fn remove(&mut self, id: PacketId) -> Option<u64> {
+        self.inflight
+            .remove(&id.get())
+            .and_then(|entry| entry.delivery.stored.map(|stored| stored.seq))
+    }
+
+    pub fn get(&self, id: PacketId) -> Option<&OutboundEntry> {
+        self.inflight.get(&id.get())
+    }
+
+    /// Puts back an exchange loaded from the store, with its packet id; call in send order.
+    pub fn restore(&mut self, id: PacketId, delivery: Delivery, state: OutboundState) {
+        let order = self.next_order;
+        self.next_order += 1;
+        self.last_id = id.get();
+        self.inflight.insert(
+            id.get(),
+            OutboundEntry {
+                delivery,
+                state,
+                order,
+            },
+        );
     }
 
     /// Every unacknowledged exchange in the order it was started, for resending on resume.
@@ -143,9 +167,10 @@ impl Outbound {
         entries
     }
 
-    /// Forgets an exchange that can no longer be sent (too large for the client's new maximum).
-    pub fn abandon(&mut self, id: PacketId) {
-        self.inflight.remove(&id.get());
+    /// Forgets an exchange that can no longer be sent (too large for the client's new maximum);
+    /// returns its stored seq.
+    pub fn abandon(&mut self, id: PacketId) -> Option<u64> {
+        self.remove(id)
     }
 }
 
@@ -172,6 +197,7 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: Default::default(),
+            stored: None,
         }
     }
 
@@ -181,7 +207,7 @@ mod tests {
         let id = out.start(delivery(QoS::AtLeastOnce)).expect("id");
         assert_eq!(id.get(), 1);
         assert_eq!(out.pubcomp(id), AckOutcome::Unknown, "wrong ack kind");
-        assert_eq!(out.puback(id), AckOutcome::Completed);
+        assert_eq!(out.puback(id), AckOutcome::Completed(None));
         assert_eq!(out.puback(id), AckOutcome::Unknown);
         assert!(out.is_empty());
     }
@@ -201,7 +227,7 @@ mod tests {
             out.in_send_order()[0].1.state,
             OutboundState::AwaitingPubComp
         );
-        assert_eq!(out.pubcomp(id), AckOutcome::Completed);
+        assert_eq!(out.pubcomp(id), AckOutcome::Completed(None));
         assert!(out.is_empty());
     }
 
@@ -209,7 +235,7 @@ mod tests {
     fn failed_pubrec_ends_the_exchange() {
         let mut out = Outbound::default();
         let id = out.start(delivery(QoS::ExactlyOnce)).expect("id");
-        assert_eq!(out.pubrec(id, true), AckOutcome::Completed);
+        assert_eq!(out.pubrec(id, true), AckOutcome::Completed(None));
         assert!(out.is_empty());
     }
 

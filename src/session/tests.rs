@@ -70,12 +70,7 @@ fn message(qos: QoS, t: &str, payload: &'static [u8]) -> Arc<Message> {
 }
 
 fn delivery(message: Arc<Message>, qos: QoS) -> Delivery {
-    Delivery {
-        message,
-        qos,
-        retain: false,
-        subscription_ids: SmallVec::new(),
-    }
+    Delivery::new(message, qos, false, SmallVec::new())
 }
 
 fn handle(s: &mut Session, now: Instant, packet: Packet) -> Result<Vec<Action>, Close> {

@@ -12,6 +12,7 @@
 //! a crash are collected at load). QoS 0 messages are never stored.
 
 mod memory;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -23,11 +24,48 @@ use smallvec::SmallVec;
 use thiserror::Error;
 
 pub use memory::MemoryStore;
+pub use writer::{StoreFailed, StoreWriter, SyncMode, Ticket};
 
 use crate::codec::QoS;
 use crate::message::Message;
 use crate::session::Subscription;
 use crate::topic::{TopicFilter, TopicName};
+
+/// Which backend keeps the broker's durable state.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// redb: a single-file, copy-on-write B-tree with real fsync-backed commits.
+    #[default]
+    Redb,
+    /// sled 0.34 (cargo feature `sled`).
+    Sled,
+    /// Nothing on disk: state lasts as long as the process.
+    Memory,
+}
+
+/// Opens the store of `kind` in `dir`. `Memory` needs no directory.
+pub fn open(kind: StoreKind, dir: Option<&std::path::Path>) -> Result<Arc<dyn Store>, StoreError> {
+    match (kind, dir) {
+        (StoreKind::Memory, _) => Ok(Arc::new(MemoryStore::new())),
+        (_, None) => Err(StoreError::Unavailable(format!(
+            "the {kind:?} store needs a data directory"
+        ))),
+        (_, Some(_)) => Err(StoreError::Unavailable(format!(
+            "the {kind:?} store is not built into this binary"
+        ))),
+    }
+}
 
 /// The on-disk format this binary writes and reads. A store with a newer version is refused.
 pub const FORMAT_VERSION: u32 = 1;
