@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use tracing::{error, info};
 
 use super::{Store, StoreError, StoreOp};
@@ -134,13 +135,15 @@ impl StoreWriter {
         if self.shared.closed.load(Ordering::Acquire) {
             return Ticket::NONE;
         }
-        let mut log = self.shared.log.lock();
-        let before = log.ops.len();
-        log.ops.extend(ops);
-        let added = (log.ops.len() - before) as u64;
-        if added == 0 {
+        // Collected before locking: producing an op may drop a stored body, whose `Drop` submits
+        // too.
+        let ops: SmallVec<[StoreOp; 2]> = ops.into_iter().collect();
+        if ops.is_empty() {
             return Ticket::NONE;
         }
+        let added = ops.len() as u64;
+        let mut log = self.shared.log.lock();
+        log.ops.extend(ops);
         log.submitted += added;
         let ticket = log.submitted;
         drop(log);
