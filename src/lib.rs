@@ -3,6 +3,7 @@
 //! Start with ARCHITECTURE.md. The binary (`src/main.rs`) parses flags and calls [`run`]; everything
 //! else is this library, so tests start the real server in-process with [`Server::bind`] on port 0.
 
+pub mod auth;
 pub mod broker;
 pub mod codec;
 pub mod config;

@@ -2,11 +2,14 @@
 
 use anyhow::Context;
 use clap::Parser;
-use starling::config::{Cli, LogFormat};
+use starling::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Passwd(args)) = &cli.command {
+        return starling::auth::passwd::run(&args.request());
+    }
     let config = cli.load()?;
     if cli.print_config {
         print!("{}", config.to_toml());

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::auth::{Admission, AuthError, ConnectionRate, Gate, Security};
 use crate::broker::{Broker, Housekeeping};
 use crate::codec::ReasonCode;
 use crate::config::{Config, ListenerConfig};
@@ -51,6 +52,8 @@ pub enum RunError {
     DataDirLocked(PathBuf),
     #[error("cannot load the session store: {0}")]
     Store(StoreError),
+    #[error("cannot load the security files: {0}")]
+    Auth(#[from] AuthError),
 }
 
 /// A bound, not yet running, broker.
@@ -59,6 +62,7 @@ pub struct Server {
     broker: Arc<Broker>,
     housekeeping: Housekeeping,
     listeners: Vec<(ListenerConfig, TcpListener)>,
+    security: Arc<Security>,
     /// Held for the server's lifetime: the lock that keeps a second broker out of the data dir.
     _data_dir_lock: Option<File>,
 }
@@ -104,6 +108,7 @@ impl Server {
         store: Option<Arc<dyn Store>>,
         data_dir_lock: Option<File>,
     ) -> Result<Server, RunError> {
+        let security = Arc::new(Security::load(&config)?);
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let socket =
@@ -145,6 +150,7 @@ impl Server {
             broker,
             housekeeping: Housekeeping::new(timer_rx),
             listeners,
+            security,
             config,
             _data_dir_lock: data_dir_lock,
         })
@@ -163,6 +169,11 @@ impl Server {
         &self.broker
     }
 
+    /// The password and ACL files in force; call [`Security::reload`] to re-read them (SIGHUP).
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
+    }
+
     /// Serves until `shutdown` completes, then shuts down in order.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         let Server {
@@ -170,14 +181,16 @@ impl Server {
             broker,
             housekeeping,
             listeners,
+            security,
             _data_dir_lock,
         } = self;
+        let rate = ConnectionRate::new(config.limits.max_connection_rate).map(Arc::new);
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let total = limit(config.limits.max_connections);
 
         tasks.spawn(housekeeping.run(broker.clone(), stop.clone().cancelled_owned()));
-        for (listener, socket) in listeners {
+        for (index, (listener, socket)) in listeners.into_iter().enumerate() {
             let addr = socket.local_addr().unwrap_or(listener.bind);
             info!("Opening listener on {addr} (mqtt over tcp).");
             let accept = AcceptLoop {
@@ -187,6 +200,8 @@ impl Server {
                 stop: stop.clone(),
                 total: total.clone(),
                 own: limit(listener.max_connections),
+                gate: security.gate(index),
+                rate: rate.clone(),
             };
             tasks.spawn(accept.run());
         }
@@ -238,6 +253,8 @@ struct AcceptLoop {
     stop: CancellationToken,
     total: Option<Arc<Semaphore>>,
     own: Option<Arc<Semaphore>>,
+    gate: Gate,
+    rate: Option<Arc<ConnectionRate>>,
 }
 
 impl AcceptLoop {
@@ -259,6 +276,16 @@ impl AcceptLoop {
     }
 
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
+        if let Some(rate) = &self.rate
+            && let Admission::Refused { first } =
+                rate.admit(peer.ip(), tokio::time::Instant::now().into_std())
+        {
+            // One line per burst: a flood must not flood the log too.
+            if first {
+                warn!(%peer, "connection refused: max_connection_rate exceeded for this address");
+            }
+            return;
+        }
         let Some(permits) = self.permits() else {
             // Closing at once tells the client to retry elsewhere or later, as mosquitto does.
             info!(%peer, "connection refused: max_connections reached");
@@ -269,8 +296,9 @@ impl AcceptLoop {
         }
         let broker = self.broker.clone();
         let stop = self.stop.clone();
+        let gate = self.gate.clone();
         self.tasks.spawn(async move {
-            connection::serve(Stream::Tcp(tcp), peer, broker, stop).await;
+            connection::serve(Stream::Tcp(tcp), peer, broker, gate, stop).await;
             drop(permits);
         });
     }

@@ -16,15 +16,18 @@
 //! proves the subscriptions exist and that no retained message for the earlier filters came. The
 //! probe counts towards `-C`; the helpers add it.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::tools::{on_path, tool_available};
 
 /// How long anything that should happen may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -38,46 +41,6 @@ const PAHO_WAIT: Duration = Duration::from_secs(90);
 // ---------------------------------------------------------------------------------------------
 // Which tools are here
 // ---------------------------------------------------------------------------------------------
-
-fn interop_required() -> bool {
-    std::env::var("STARLING_REQUIRE_INTEROP").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// Whether a test may go on. When its tool is missing: fails if interop is required, otherwise
-/// prints a SKIPPED line straight to stderr (past the test harness's output capture, so it shows
-/// for a passing test) and returns false.
-fn tool_available(found: bool, missing: &str, install: &str) -> bool {
-    if found {
-        return true;
-    }
-    if interop_required() {
-        panic!("{missing}; {install} (STARLING_REQUIRE_INTEROP is set, so this is a failure)");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIPPED: {missing}; {install} or set STARLING_REQUIRE_INTEROP=1 to make this a \
-         failure ***\n"
-    );
-    false
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(program)))
-    })
-}
-
-#[cfg(unix)]
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-#[cfg(not(unix))]
-fn is_executable(path: &Path) -> bool {
-    path.is_file()
-}
 
 fn mosquitto_available() -> bool {
     tool_available(

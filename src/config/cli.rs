@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use super::{Config, ConfigError, ListenerConfig};
 use crate::storage::{StoreKind, SyncMode};
@@ -44,6 +44,50 @@ pub struct Cli {
     /// Print the effective configuration as TOML, then exit.
     #[arg(long)]
     pub print_config: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools besides running the broker.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or edit a password file (mosquitto_passwd format, `$7$` hashes).
+    Passwd(PasswdArgs),
+}
+
+/// `starling passwd [-c] [-b] [-D] <file> <user> [password]`, as mosquitto_passwd.
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// Create a new file, replacing an existing one.
+    #[arg(short = 'c', conflicts_with = "delete")]
+    pub create: bool,
+    /// Take the password from the command line (visible in the process list: scripts only).
+    #[arg(short = 'b')]
+    pub batch: bool,
+    /// Delete the user.
+    #[arg(short = 'D')]
+    pub delete: bool,
+    /// The password file.
+    pub file: PathBuf,
+    /// The username (no ':').
+    pub username: String,
+    /// The password, with -b. Without -b it is asked twice without echo (or read as one line
+    /// from standard input when that is not a terminal).
+    pub password: Option<String>,
+}
+
+impl PasswdArgs {
+    pub fn request(&self) -> crate::auth::passwd::PasswdRequest {
+        crate::auth::passwd::PasswdRequest {
+            create: self.create,
+            batch: self.batch,
+            delete: self.delete,
+            file: self.file.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+        }
+    }
 }
 
 impl Cli {
@@ -120,6 +164,21 @@ mod tests {
         let ports: Vec<u16> = overridden.listeners.iter().map(|l| l.bind.port()).collect();
         assert_eq!(ports, vec![3000, 3001]);
         assert_eq!(overridden.limits.max_queued_messages, 7, "file values stay");
+    }
+
+    #[test]
+    fn passwd_takes_mosquitto_passwd_arguments() {
+        let cli = parse(&["passwd", "-c", "-b", "/tmp/pw", "alice", "secret"]);
+        let Some(Command::Passwd(args)) = cli.command else {
+            panic!("passwd subcommand");
+        };
+        let request = args.request();
+        assert!(request.create && request.batch && !request.delete);
+        assert_eq!(request.username, "alice");
+        assert_eq!(request.password.as_deref(), Some("secret"));
+        assert!(
+            Cli::try_parse_from(["starling", "passwd", "-c", "-D", "/tmp/pw", "alice"]).is_err()
+        );
     }
 
     #[test]

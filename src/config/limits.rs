@@ -44,6 +44,17 @@ pub struct Limits {
     pub persistent_client_expiration: u32,
     /// Seconds a new connection has to send its CONNECT before it is closed.
     pub connect_timeout: u32,
+    /// New connections accepted per second from one IP address (IPv6: one /64), at most; more are
+    /// closed at once. Bursts up to this many are allowed. 0 = no limit.
+    pub max_connection_rate: u32,
+    /// Longest topic name or filter accepted, in bytes. 0 = the protocol's 65,535.
+    pub max_topic_length: usize,
+    /// Most levels (`a/b/c` has 3) a topic name or filter may have. mosquitto refuses more than
+    /// 200. 0 = no limit.
+    pub max_topic_levels: usize,
+    /// Subscriptions one client may hold at once; further ones are refused (5.0: SUBACK 0x97
+    /// Quota exceeded). 0 = no limit.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +72,10 @@ impl Default for Limits {
             allow_zero_length_clientid: true,
             persistent_client_expiration: 0,
             connect_timeout: 10,
+            max_connection_rate: 0,
+            max_topic_length: 0,
+            max_topic_levels: 200,
+            max_subscriptions: 0,
         }
     }
 }
@@ -88,5 +103,12 @@ impl Limits {
     pub fn queue_full(&self, messages: usize, bytes: usize) -> bool {
         (self.max_queued_messages != 0 && messages >= self.max_queued_messages)
             || (self.max_queued_bytes != 0 && bytes >= self.max_queued_bytes)
+    }
+
+    /// Whether a topic name or filter is within `max_topic_length` and `max_topic_levels`.
+    pub fn topic_within_limits(&self, topic: &str) -> bool {
+        let levels = || topic.bytes().filter(|&b| b == b'/').count() + 1;
+        (self.max_topic_length == 0 || topic.len() <= self.max_topic_length)
+            && (self.max_topic_levels == 0 || levels() <= self.max_topic_levels)
     }
 }

@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::storage::{StoreKind, SyncMode};
 
-pub use cli::Cli;
+pub use cli::{Cli, Command, PasswdArgs};
 pub use limits::Limits;
 
 /// The address a broker started with no configuration listens on.
@@ -35,6 +35,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    /// Authentication and access control for listeners without an `auth` table of their own.
+    pub auth: AuthConfig,
 }
 
 /// How durable state is kept (used when `data_dir` is set).
@@ -79,6 +81,7 @@ impl Default for Config {
             data_dir: None,
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -91,6 +94,10 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// Connections open at once on this listener, at most; 0 = no limit of its own.
     pub max_connections: usize,
+    /// This listener's own authentication and access control, replacing `[auth]` entirely for its
+    /// clients (mosquitto's `per_listener_settings`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for ListenerConfig {
@@ -98,6 +105,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             bind: default_listen(),
             max_connections: 0,
+            auth: None,
         }
     }
 }
@@ -108,12 +116,30 @@ impl ListenerConfig {
         ListenerConfig {
             bind,
             max_connections: 0,
+            auth: None,
         }
     }
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+
+/// Who may connect and what they may do, with mosquitto's names and file formats.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether clients without a username may connect. Unset: allowed until a password file or a
+    /// listener `auth` table is configured anywhere, refused after that (mosquitto 2's rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// `mosquitto_passwd` file (`user:hash` lines; `$7$`, `$6$` and `$argon2id$` hashes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// mosquitto ACL file (`user`, `topic`, `pattern` lines). Unset: every client may publish
+    /// and subscribe to everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
 }
 
 /// Logging settings.
@@ -185,6 +211,25 @@ impl Config {
         // Serializing plain structs of strings and numbers cannot fail; keep a readable fallback
         // anyway rather than a panic.
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+
+    /// `allow_anonymous` where it is not set: mosquitto 2 refuses anonymous clients once any
+    /// password file or listener auth is configured, so adding auth never leaves a door open.
+    pub fn anonymous_by_default(&self) -> bool {
+        self.auth.password_file.is_none() && self.listeners.iter().all(|l| l.auth.is_none())
+    }
+
+    /// The auth settings that apply to the listener at `index`, with `allow_anonymous` resolved.
+    pub fn listener_auth(&self, index: usize) -> (AuthConfig, bool) {
+        let auth = self
+            .listeners
+            .get(index)
+            .and_then(|l| l.auth.clone())
+            .unwrap_or_else(|| self.auth.clone());
+        let anonymous = auth
+            .allow_anonymous
+            .unwrap_or_else(|| self.anonymous_by_default());
+        (auth, anonymous)
     }
 
     /// Checks what serde cannot: values that parse but make no sense together.
@@ -268,8 +313,18 @@ mod tests {
         let example = include_str!("../../config/starling.toml");
         let parsed = Config::from_toml(example).expect("example parses");
         assert_eq!(parsed, Config::default());
+        let auth = AuthConfig {
+            allow_anonymous: Some(false),
+            password_file: Some(PathBuf::from("/x")),
+            acl_file: Some(PathBuf::from("/x")),
+        };
         let full = Config {
             data_dir: Some(PathBuf::from("/x")),
+            listeners: vec![ListenerConfig {
+                auth: Some(auth.clone()),
+                ..ListenerConfig::default()
+            }],
+            auth,
             ..Config::default()
         };
         for line in full.to_toml().lines() {

@@ -21,6 +21,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::auth::{Access, Credentials, Gate};
 use crate::broker::{Broker, Control, SessionSlot};
 use crate::codec::{
     self, ConnAck, DecodeContext, DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode,
@@ -46,11 +47,12 @@ const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 /// Deliveries taken from the mailbox per lock.
 const BATCH: usize = 64;
 
-/// Serves one accepted connection until it closes.
+/// Serves one accepted connection until it closes; `gate` authenticates its CONNECT.
 pub async fn serve(
     stream: Stream,
     peer: SocketAddr,
     broker: Arc<Broker>,
+    gate: Gate,
     shutdown: CancellationToken,
 ) {
     let span = info_span!("conn", %peer, client = tracing::field::Empty);
@@ -68,7 +70,7 @@ pub async fn serve(
     };
     async move {
         debug!("new connection");
-        connection.run(&broker, &shutdown).await;
+        connection.run(&broker, gate, &shutdown).await;
     }
     .instrument(span)
     .await
@@ -160,13 +162,13 @@ impl Connection {
     /// future: a future is as large as its largest state, and every connection would otherwise
     /// carry the handshake's and the close's state (CONNECT, takeover wait, drain timer) for its
     /// whole life. Those phases run boxed, allocated only while they last.
-    async fn run(&mut self, broker: &Arc<Broker>, shutdown: &CancellationToken) {
+    async fn run(&mut self, broker: &Arc<Broker>, gate: Gate, shutdown: &CancellationToken) {
         let Some(Accepted {
             slot,
             mut session,
             mut actions,
             ended,
-        }) = Box::pin(self.handshake(broker, shutdown)).await
+        }) = Box::pin(self.handshake(broker, gate, shutdown)).await
         else {
             return;
         };
@@ -185,6 +187,7 @@ impl Connection {
     async fn handshake(
         &mut self,
         broker: &Arc<Broker>,
+        gate: Gate,
         shutdown: &CancellationToken,
     ) -> Option<Accepted> {
         let timeout = Duration::from_secs(u64::from(broker.limits.connect_timeout));
@@ -193,7 +196,7 @@ impl Connection {
             () = shutdown.cancelled() => return None,
             first = tokio::time::timeout(timeout, self.read_packet()) => first,
         };
-        let connect = match first {
+        let (connect, (username, password)) = match first {
             Err(_) => {
                 info!(peer = %self.peer, "no CONNECT within {}s, closing", timeout.as_secs());
                 return None;
@@ -220,7 +223,10 @@ impl Connection {
                 info!(peer = %self.peer, error = %e, "bad CONNECT, closing");
                 return None;
             }
-            Ok(Ok(Packet::Connect(connect))) => *connect,
+            Ok(Ok(Packet::Connect(mut connect))) => {
+                let credentials = (connect.username.take(), connect.password.take());
+                (*connect, credentials)
+            }
             Ok(Ok(other)) => {
                 // [MQTT-3.1.0-1] the first packet must be CONNECT.
                 info!(peer = %self.peer, packet = other.name(), "first packet is not CONNECT, closing");
@@ -230,7 +236,7 @@ impl Connection {
         self.decode.version = connect.protocol;
         let version = connect.protocol;
         let (clean_start, keep_alive) = (connect.clean_start, connect.keep_alive);
-        let negotiated = match session::negotiate(connect, &broker.limits, now(), || {
+        let mut negotiated = match session::negotiate(connect, &broker.limits, now(), || {
             broker.assign_client_id()
         }) {
             Ok(negotiated) => negotiated,
@@ -243,6 +249,13 @@ impl Connection {
         };
         let client_id = negotiated.client_id.clone();
         tracing::Span::current().record("client", &*client_id);
+        let credentials = Credentials {
+            username: username.as_deref(),
+            password: password.as_deref(),
+        };
+        negotiated.link.access = self
+            .authenticate(&gate, credentials, &client_id, version, shutdown)
+            .await?;
 
         let opened = match broker.open_session(&client_id, clean_start).await {
             Ok(opened) => opened,
@@ -270,12 +283,16 @@ impl Connection {
         };
         self.hold = broker.session_opened(&slot, &mut session);
         info!(
-            "New client connected from {} as {} (p{}, c{}, k{}{}).",
+            "New client connected from {} as {} (p{}, c{}, k{}{}{}).",
             self.peer,
             client_id,
             version.level(),
             u8::from(clean_start),
             keep_alive,
+            username
+                .as_deref()
+                .map(|u| format!(", u'{u}'"))
+                .unwrap_or_default(),
             if session_present { ", resumed" } else { "" }
         );
 
@@ -297,6 +314,49 @@ impl Connection {
             actions,
             ended,
         })
+    }
+
+    /// Checks the CONNECT's credentials. A refusal is logged, held back by the per-address
+    /// backoff (so guessing passwords is slow), then sent as CONNACK; `None` then.
+    async fn authenticate(
+        &mut self,
+        gate: &Gate,
+        credentials: Credentials<'_>,
+        client_id: &Arc<str>,
+        version: ProtocolVersion,
+        shutdown: &CancellationToken,
+    ) -> Option<Access> {
+        // Cancellation-safe: a password check abandoned mid-way has no effect.
+        let checked = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            checked = gate.authenticate(self.peer, credentials, client_id) => checked,
+        };
+        let refusal = match checked {
+            Ok(access) => return Some(access),
+            Err(refusal) => refusal,
+        };
+        warn!(
+            reason = %refusal.reason,
+            "Client {client_id} disconnected, not authorised: {} (from {}{}).",
+            refusal.why,
+            self.peer,
+            credentials
+                .username
+                .map(|u| format!(", u'{u}'"))
+                .unwrap_or_default()
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(refusal.delay) => {}
+        }
+        let connack = ConnAck {
+            session_present: false,
+            reason: refusal.reason,
+            properties: Default::default(),
+        };
+        self.send_and_close(&Packet::ConnAck(connack), version)
+            .await;
+        None
     }
 
     /// The main loop, after CONNACK: returns how the connection ended.

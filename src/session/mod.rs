@@ -23,6 +23,7 @@ pub use alias::{AliasError, InboundAliases, OutboundAliases, OutboundTopic};
 pub use connect::{EXPIRY_NEVER, Negotiated, connack, negotiate};
 pub use outbound::{AckOutcome, Outbound, OutboundState};
 
+use crate::auth::Access;
 use crate::codec::{
     AckProperties, Disconnect, Packet, PacketId, PayloadFormat, ProtocolVersion, PubResponse,
     Publish, PublishProperties, PublishView, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
@@ -122,6 +123,8 @@ pub enum Dropped {
     Expired,
     /// Larger than the client's Maximum Packet Size ([MQTT-3.1.2-25]).
     TooLarge,
+    /// The client's ACL does not let it read the topic.
+    NotAuthorized,
 }
 
 /// The state of one network connection, fixed by its CONNECT.
@@ -141,6 +144,9 @@ pub struct Link {
     pub last_received: Instant,
     pub inbound_aliases: InboundAliases,
     pub outbound_aliases: OutboundAliases,
+    /// What this client may publish, subscribe to and receive (its ACL, for the user it
+    /// authenticated as on this connection).
+    pub access: Access,
 }
 
 impl Link {
@@ -156,6 +162,7 @@ impl Link {
             last_received: now,
             inbound_aliases: InboundAliases::default(),
             outbound_aliases: OutboundAliases::default(),
+            access: Access::unrestricted(),
         }
     }
 }
@@ -344,7 +351,7 @@ impl Session {
                 Ok(())
             }
             Packet::Subscribe(subscribe) => {
-                self.handle_subscribe(subscribe, out);
+                self.handle_subscribe(subscribe, limits, out);
                 Ok(())
             }
             Packet::Unsubscribe(unsubscribe) => {
@@ -392,6 +399,17 @@ impl Session {
             ));
         }
         let topic = self.resolve_topic(&publish, limits)?;
+        let refused = if !limits.topic_within_limits(topic.as_str()) {
+            Some(ReasonCode::TopicNameInvalid)
+        } else if !self.link.access.can_publish(topic.as_str()) {
+            Some(ReasonCode::NotAuthorized)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            self.refuse_publish(&publish, reason, out);
+            return Ok(());
+        }
         let format_ok = publish.properties.payload_format != Some(PayloadFormat::Utf8)
             || std::str::from_utf8(&publish.payload).is_ok();
 
@@ -454,7 +472,26 @@ impl Session {
         Ok(())
     }
 
-    /// The topic to route: the PUBLISH's own, or the one its alias stands for (5.0).
+    /// Drops a PUBLISH the client may not make. QoS 1/2 are acknowledged: with the reason in 5.0,
+    /// as a success in 3.1/3.1.1, which have no way to say no ([MQTT-3.3.5-2]; mosquitto does
+    /// the same). Nothing is stored, so a QoS 2 PUBREL that follows is answered as for an
+    /// unknown packet id.
+    fn refuse_publish(&self, publish: &Publish, reason: ReasonCode, out: &mut Vec<Action>) {
+        let Some(id) = publish.packet_id else {
+            return;
+        };
+        let reason = if self.link.version.is_v5() {
+            reason
+        } else {
+            ReasonCode::Success
+        };
+        let ack = self.ack(id, reason);
+        out.push(Action::Send(match publish.qos {
+            QoS::ExactlyOnce => Packet::PubRec(ack),
+            _ => Packet::PubAck(ack),
+        }));
+    }
+
     /// Answers a QoS 1/2 publish the store cannot take: 5.0 gets the reason in PUBACK/PUBREC
     /// (the message is not routed, and a QoS 2 exchange ends there), 3.1.1 is disconnected.
     fn refuse_unstorable(
@@ -479,6 +516,7 @@ impl Session {
         Ok(())
     }
 
+    /// The topic to route: the PUBLISH's own, or the one its alias stands for (5.0).
     fn resolve_topic(&mut self, publish: &Publish, limits: &Limits) -> Result<TopicName, Close> {
         match publish.properties.topic_alias {
             Some(alias) => self
@@ -606,11 +644,33 @@ impl Session {
         })));
     }
 
-    fn handle_subscribe(&mut self, subscribe: Subscribe, out: &mut Vec<Action>) {
+    fn handle_subscribe(&mut self, subscribe: Subscribe, limits: &Limits, out: &mut Vec<Action>) {
         let id = subscribe.properties.subscription_identifier;
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         for (filter, options) in subscribe.filters {
             let existed = self.subscriptions.contains_key(&filter);
+            let refused = if !limits.topic_within_limits(filter.as_str()) {
+                Some(ReasonCode::TopicFilterInvalid)
+            } else if !self.link.access.can_subscribe(&filter) {
+                Some(ReasonCode::NotAuthorized)
+            } else if !existed
+                && limits.max_subscriptions != 0
+                && self.subscriptions.len() >= limits.max_subscriptions
+            {
+                Some(ReasonCode::QuotaExceeded)
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                reasons.push(match self.link.version {
+                    // 3.1.1 has one failure code, 0x80, which the encoder writes for any.
+                    ProtocolVersion::V5 | ProtocolVersion::V311 => reason,
+                    // 3.1 has none: the QoS is granted and nothing is subscribed, as mosquitto
+                    // does.
+                    ProtocolVersion::V31 => granted(options.qos),
+                });
+                continue;
+            }
             // Section 4.8.2: retained messages are not sent for shared subscriptions.
             let send_retained = !filter.is_shared()
                 && match options.retain_handling {
@@ -723,6 +783,15 @@ impl Session {
         if delivery.message.is_expired(now) {
             self.forget_stored(&delivery, out);
             return Err(Dropped::Expired);
+        }
+        // mosquitto checks read access on every delivery, retained ones included.
+        if !self
+            .link
+            .access
+            .can_receive(delivery.message.topic.as_str())
+        {
+            self.forget_stored(&delivery, out);
+            return Err(Dropped::NotAuthorized);
         }
         let expiry = delivery.message.remaining_expiry(now);
         let plan = if self.link.version.is_v5() {
@@ -855,9 +924,13 @@ impl Session {
     }
 
     /// Takes the will for publishing when the connection closes other than by a normal
-    /// DISCONNECT.
+    /// DISCONNECT. A will the client may not publish (by its ACL, now) is dropped, as mosquitto
+    /// does.
     pub fn take_will(&mut self) -> Option<PendingWill> {
         let will = *self.will.take()?;
+        if !self.link.access.can_publish(will.topic.as_str()) {
+            return None;
+        }
         let expiry_interval = will.properties.message_expiry_interval;
         let delay = will.properties.will_delay_interval.unwrap_or(0);
         let properties = PublishProperties {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod flows;
+pub mod tools;
 
 pub use flows::publish_packet;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use starling::Config;
+use starling::auth::Security;
 use starling::broker::Broker;
 use starling::codec::{
     self, Connect, ConnectProperties, DecodeContext, Disconnect, Packet, PacketId, ProtocolVersion,
@@ -35,6 +37,8 @@ pub struct TestBroker {
     /// Every listener's address, in the order of `config.listeners` (`addr` is the first).
     pub addrs: Vec<SocketAddr>,
     pub broker: Arc<Broker>,
+    /// The password and ACL files in force, for reload tests.
+    pub security: Arc<Security>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -65,6 +69,7 @@ impl TestBroker {
         let addrs = server.local_addrs();
         let addr = addrs[0];
         let broker = server.broker().clone();
+        let security = server.security().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -78,6 +83,7 @@ impl TestBroker {
             addr,
             addrs,
             broker,
+            security,
             stop: Some(stop),
             task: Some(task),
         }
