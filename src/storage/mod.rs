@@ -12,6 +12,10 @@
 //! a crash are collected at load). QoS 0 messages are never stored.
 
 mod memory;
+mod record;
+mod redb;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -22,6 +26,7 @@ use std::time::SystemTime;
 use smallvec::SmallVec;
 use thiserror::Error;
 
+pub use self::redb::RedbStore;
 pub use memory::MemoryStore;
 
 use crate::codec::QoS;
