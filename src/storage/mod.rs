@@ -14,6 +14,8 @@
 mod memory;
 mod record;
 mod redb;
+#[cfg(feature = "sled")]
+mod sled;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +29,8 @@ use smallvec::SmallVec;
 use thiserror::Error;
 
 pub use self::redb::RedbStore;
+#[cfg(feature = "sled")]
+pub use self::sled::SledStore;
 pub use memory::MemoryStore;
 
 use crate::codec::QoS;

@@ -650,9 +650,52 @@ mod tests {
         assert_eq!(rows, 0);
     }
 
+    #[test]
+    fn a_damaged_file_is_refused_as_corrupt_or_loads_intact_never_panics() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RedbStore::open(dir.path()).expect("opens");
+        let ops: Vec<StoreOp> = (0..50)
+            .map(|i| StoreOp::PutRetained(message_to(&format!("t/{i}"))))
+            .collect();
+        store.apply(&ops, true).expect("applies");
+        drop(store);
+        let file = dir.path().join(FILE_NAME);
+        let good = std::fs::read(&file).expect("read");
+        let mut refused = 0;
+        // One flipped byte at a time, spread over the whole file.
+        for k in 0..32 {
+            let at = k * good.len() / 32 + 17;
+            let mut bad = good.clone();
+            bad[at] ^= 0x5A;
+            std::fs::write(&file, &bad).expect("write");
+            match RedbStore::open(dir.path()) {
+                Err(StoreError::Corrupt { path, .. }) => {
+                    assert_eq!(path, file);
+                    refused += 1;
+                }
+                Err(other) => panic!("byte {at}: want Corrupt, got {other}"),
+                Ok(store) => {
+                    let snapshot = store.load().expect("an opened store loads");
+                    assert_eq!(snapshot.retained.len(), 50, "byte {at}");
+                    assert!(
+                        snapshot
+                            .retained
+                            .iter()
+                            .all(|m| m.payload == message().payload)
+                    );
+                }
+            }
+        }
+        assert!(refused > 0, "some flips hit live pages");
+    }
+
     fn message() -> Arc<Message> {
+        message_to("t")
+    }
+
+    fn message_to(topic: &str) -> Arc<Message> {
         Arc::new(Message {
-            topic: TopicName::new("t").expect("valid"),
+            topic: TopicName::new(topic).expect("valid"),
             payload: Bytes::from_static(&[7; 2048]),
             qos: QoS::AtLeastOnce,
             retain: true,
