@@ -11,6 +11,7 @@
 //! broker counts the references in memory and deletes the body with the last one (orphans left by
 //! a crash are collected at load). QoS 0 messages are never stored.
 
+mod failing;
 mod memory;
 mod record;
 mod redb;
@@ -21,16 +22,18 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use thiserror::Error;
 
 pub use self::redb::RedbStore;
 #[cfg(feature = "sled")]
 pub use self::sled::SledStore;
+pub use failing::{FailSwitch, FailingStore, OpKind};
 pub use memory::MemoryStore;
 
 use crate::codec::QoS;
@@ -40,6 +43,47 @@ use crate::topic::{TopicFilter, TopicName};
 
 /// The on-disk format this binary writes and reads. A store with a newer version is refused.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Which backend keeps the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A redb file, `<data dir>/starling.redb`: the supported backend.
+    Redb,
+    /// A sled database, `<data dir>/starling.sled/`; only in builds with the `sled` feature.
+    Sled,
+    /// Process memory: nothing survives the process (tests, and brokers that want no disk).
+    Memory,
+}
+
+/// Opens the store of `kind` in the data directory `dir` (ignored for `Memory`, required for the
+/// others).
+pub fn open(kind: StoreKind, dir: Option<&Path>) -> Result<Arc<dyn Store>, StoreError> {
+    let dir = || {
+        dir.ok_or_else(|| {
+            StoreError::Unavailable(format!("the {kind:?} store needs a data directory"))
+        })
+    };
+    match kind {
+        StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreKind::Redb => Ok(Arc::new(RedbStore::open(dir()?)?)),
+        StoreKind::Sled => open_sled(dir()?),
+    }
+}
+
+#[cfg(feature = "sled")]
+fn open_sled(dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(SledStore::open(dir)?))
+}
+
+#[cfg(not(feature = "sled"))]
+fn open_sled(_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Err(StoreError::Unavailable(
+        "this Starling was built without the sled backend: use the redb store, or rebuild with \
+         `cargo build --features sled`"
+            .into(),
+    ))
+}
 
 /// A durable store for sessions, their messages and retained messages.
 pub trait Store: Send + Sync + 'static {
@@ -199,7 +243,7 @@ pub struct StoredSession {
 }
 
 /// Why a store operation failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// The disk is full or a quota was hit: nothing of the batch was stored. Recovers when space
     /// returns.

@@ -558,7 +558,7 @@ fn a_garbage_file_is_reported_as_corrupt_and_left_in_place() {
 /// The file a backend keeps its data in, to overwrite with garbage.
 fn garbage_target(backend: &str, dir: &Path) -> std::path::PathBuf {
     match backend {
-        "redb" => dir.join(super::redb::FILE_NAME),
+        "redb" => dir.join(redb::FILE_NAME),
         #[cfg(feature = "sled")]
         "sled" => {
             let db = dir.join(super::sled::DIR_NAME);
@@ -567,4 +567,47 @@ fn garbage_target(backend: &str, dir: &Path) -> std::path::PathBuf {
         }
         other => unreachable!("no backend {other}"),
     }
+}
+
+#[test]
+fn open_picks_the_backend_and_needs_a_directory_for_the_disk_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(StoreKind::Redb, Some(dir.path())).expect("opens redb");
+    store.apply(&everything(), true).expect("applies");
+    assert!(dir.path().join(redb::FILE_NAME).is_file());
+    drop(store);
+    assert!(matches!(
+        open(StoreKind::Redb, None),
+        Err(StoreError::Unavailable(_))
+    ));
+    let memory = open(StoreKind::Memory, None).expect("memory needs no directory");
+    assert!(load(&*memory).sessions.is_empty());
+    let sled = open(StoreKind::Sled, Some(dir.path()));
+    #[cfg(feature = "sled")]
+    assert!(sled.is_ok(), "{:?}", sled.err());
+    #[cfg(not(feature = "sled"))]
+    assert!(
+        matches!(&sled, Err(StoreError::Unavailable(m)) if m.contains("--features sled")),
+        "{:?}",
+        sled.err()
+    );
+}
+
+#[test]
+fn store_kinds_are_named_in_lowercase_in_config() {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        store: StoreKind,
+    }
+    for (text, kind) in [
+        ("redb", StoreKind::Redb),
+        ("sled", StoreKind::Sled),
+        ("memory", StoreKind::Memory),
+    ] {
+        let parsed: Config = toml::from_str(&format!("store = \"{text}\"")).expect("parses");
+        assert_eq!(parsed.store, kind);
+        let flag = <StoreKind as clap::ValueEnum>::from_str(text, false).expect("flag value");
+        assert_eq!(flag, kind);
+    }
+    assert!(toml::from_str::<Config>("store = \"Redb\"").is_err());
 }
