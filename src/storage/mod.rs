@@ -10,6 +10,23 @@
 //! stored once under a [`MessageId`] and referenced by every queue entry that carries it; the
 //! broker counts the references in memory and deletes the body with the last one (orphans left by
 //! a crash are collected at load). QoS 0 messages are never stored.
+//!
+//! Backends ([`open`] by [`StoreKind`]):
+//! - [`RedbStore`] (`<data dir>/starling.redb`), the supported one: one redb table per kind of
+//!   record, a batch is one write transaction; a non-durable batch is a commit without fsync that
+//!   the next durable commit or [`Store::flush`] persists. After an I/O error (a full disk) it
+//!   reopens the file and replays the non-durable batches the reopen lost, so it recovers when
+//!   space returns.
+//! - `SledStore` (feature `sled`, `<data dir>/starling.sled/`): one sled tree with
+//!   kind-prefixed keys, a batch is one atomic `apply_batch`, a durable one is followed by a
+//!   flush.
+//! - [`MemoryStore`]: the reference model the others are tested against (`tests.rs` runs random
+//!   op sequences through both and compares what they load, also after a reopen).
+//!
+//! Both database backends encode values with `record.rs` (versioned per record, expiry stored as
+//! wall-clock time) and write [`FORMAT_VERSION`] into a new store. A file they cannot decode is
+//! [`StoreError::Corrupt`] with its path and is left in place: the operator decides. For the
+//! broker's tests, [`FailingStore`] wraps any store and fails batches on demand.
 
 mod failing;
 mod memory;
