@@ -525,8 +525,10 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.bytes()?).map_err(|_| bad("string is not UTF-8"))
     }
 
+    /// A topic name, checked as `TopicName` checks one but allowed empty, so that any message the
+    /// broker stored loads again.
     fn topic(&mut self, what: &str) -> Result<TopicName, RecordError> {
-        TopicName::new(self.string()?).map_err(|e| bad(format!("bad {what}: {e}")))
+        TopicName::new_allow_empty(self.string()?).map_err(|e| bad(format!("bad {what}: {e}")))
     }
 
     fn subscription_id(&mut self) -> Result<NonZeroU32, RecordError> {
