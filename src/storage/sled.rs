@@ -31,6 +31,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -85,6 +87,7 @@ impl SledStore {
                 &format!("cannot create the store directory {}", path.display()),
             )
         })?;
+        wait_for_lock_release(&path.join("db"));
         let opened = sled::Config::new()
             .path(&path)
             .cache_capacity(CACHE_CAPACITY)
@@ -173,6 +176,23 @@ impl SledStore {
             self.corrupt(format!("{kind} has rows of a missing session {client:?}"))
         })?;
         Ok((session, at))
+    }
+}
+
+/// sled releases the lock on its log from background threads some time after the database is
+/// dropped, so a store reopened in the same process (a server restarted in place) waits for it,
+/// briefly: another process holding it gets sled's own error once the wait is over.
+fn wait_for_lock_release(log: &Path) {
+    let Ok(file) = fs::File::open(log) else {
+        return;
+    };
+    for _ in 0..200 {
+        match file.try_lock() {
+            // Closing the file releases the lock just taken.
+            Ok(()) => return,
+            Err(fs::TryLockError::WouldBlock) => thread::sleep(Duration::from_millis(10)),
+            Err(fs::TryLockError::Error(_)) => return,
+        }
     }
 }
 
