@@ -190,28 +190,27 @@ impl RedbStore {
     ) -> Result<T, StoreError> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
-        if state.db.is_none() {
-            let db = self.open_checked()?;
-            if !state.pending.is_empty() {
-                tracing::info!(
-                    ops = state.pending.len(),
-                    "store reopened after an I/O error; replaying non-durable batches"
-                );
-                self.write(&db, &state.pending, true)?;
-                state.pending.clear();
+        let db = match state.db.take() {
+            Some(db) => db,
+            None => {
+                let db = self.open_checked()?;
+                if !state.pending.is_empty() {
+                    tracing::info!(
+                        ops = state.pending.len(),
+                        "store reopened after an I/O error; replaying non-durable batches"
+                    );
+                    self.write(&db, &state.pending, true)?;
+                    state.pending.clear();
+                }
+                db
             }
-            state.db = Some(db);
-        }
-        let Some(db) = &state.db else {
-            return Err(StoreError::Unavailable("store is closed".into()));
         };
-        let result = f(db, &mut state.pending);
-        if matches!(
-            result,
-            Err(StoreError::Full(_) | StoreError::Unavailable(_))
-        ) {
-            tracing::warn!(path = %self.path.display(), "store write failed; reopening on next use");
-            state.db = None;
+        let result = f(&db, &mut state.pending);
+        match &result {
+            Err(e @ (StoreError::Full(_) | StoreError::Unavailable(_))) => {
+                tracing::warn!(error = %e, "store failed; it is reopened on next use");
+            }
+            _ => state.db = Some(db),
         }
         result
     }
