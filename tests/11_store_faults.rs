@@ -80,11 +80,16 @@ async fn in_always_mode_puback_waits_for_the_store_and_in_periodic_mode_it_does_
         let store = Arc::new(GatedStore::default());
         let broker = start(sync, store.clone()).await;
         offline_subscriber(broker.addr, "g/#").await;
-        let mut publisher =
+        let (mut publisher, _) =
             RawClient::connect(broker.addr, ProtocolVersion::V311, "pub", true).await;
         store.close();
         publisher
-            .send(&Packet::Publish(publish_packet("g/1", b"x", QoS::AtLeastOnce, 1)))
+            .send(&Packet::Publish(publish_packet(
+                "g/1",
+                b"x",
+                QoS::AtLeastOnce,
+                1,
+            )))
             .await;
         let early = publisher.recv_within(Duration::from_millis(500)).await;
         if waits {
@@ -124,7 +129,12 @@ async fn a_failing_store_stops_acknowledgements_keeps_qos0_flowing_and_recovers(
     // The first message meets the failure in its batch: it is never acknowledged.
     let mut first = connect_v5(broker.addr, "first", 0).await;
     first
-        .send(&Packet::Publish(publish_packet("f/1", b"lost", QoS::AtLeastOnce, 1)))
+        .send(&Packet::Publish(publish_packet(
+            "f/1",
+            b"lost",
+            QoS::AtLeastOnce,
+            1,
+        )))
         .await;
     let before_close = first.recv_until_closed().await;
     assert!(
@@ -160,15 +170,23 @@ async fn a_failing_store_stops_acknowledgements_keeps_qos0_flowing_and_recovers(
             }
         }
     }
-    assert!(seen.contains(&"f/zero".to_owned()), "QoS 0 kept flowing: {seen:?}");
+    assert!(
+        seen.contains(&"f/zero".to_owned()),
+        "QoS 0 kept flowing: {seen:?}"
+    );
     assert!(
         !seen.iter().any(|t| t == "f/2" || t == "f/3"),
         "refused messages were not routed: {seen:?}"
     );
     // 3.1.1 cannot refuse a PUBLISH: the client is disconnected instead.
     let (mut v3, _) = RawClient::connect(broker.addr, ProtocolVersion::V311, "v3", true).await;
-    v3.send(&Packet::Publish(publish_packet("f/4", b"no", QoS::AtLeastOnce, 4)))
-        .await;
+    v3.send(&Packet::Publish(publish_packet(
+        "f/4",
+        b"no",
+        QoS::AtLeastOnce,
+        4,
+    )))
+    .await;
     let closing = v3.recv_until_closed().await;
     assert!(
         !closing.iter().any(|p| matches!(p, Packet::PubAck(_))),
