@@ -110,8 +110,10 @@ async fn in_always_mode_puback_waits_for_the_store_and_in_periodic_mode_it_does_
             );
             store.open();
         }
-        let stored = store.load().expect("load");
-        assert_eq!(stored.messages.len(), 1, "{sync:?}: the message is stored");
+        eventually("the message is stored", || {
+            store.load().expect("load").messages.len() == 1
+        })
+        .await;
         broker.stop().await;
     }
 }
