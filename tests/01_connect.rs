@@ -585,8 +585,8 @@ async fn listener_max_connections_limits_only_that_listener() {
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
         c.listeners = vec![
             ListenerConfig {
-                bind: any,
                 max_connections: 1,
+                ..ListenerConfig::tcp(any)
             },
             ListenerConfig::tcp(any),
         ];

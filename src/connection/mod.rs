@@ -45,10 +45,13 @@ const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 /// Deliveries taken from the mailbox per lock.
 const BATCH: usize = 64;
 
-/// Serves one accepted connection until it closes.
+/// Serves one accepted connection until it closes. `identity` is the username the transport
+/// established (a client certificate with `use_identity_as_username`); it replaces the one in
+/// CONNECT.
 pub async fn serve(
     stream: Stream,
     peer: SocketAddr,
+    identity: Option<String>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) {
@@ -66,7 +69,7 @@ pub async fn serve(
     };
     async move {
         debug!("new connection");
-        connection.run(&broker, &shutdown).await;
+        connection.run(identity, &broker, &shutdown).await;
     }
     .instrument(span)
     .await
@@ -150,13 +153,18 @@ impl Connection {
     /// future: a future is as large as its largest state, and every connection would otherwise
     /// carry the handshake's and the close's state (CONNECT, takeover wait, drain timer) for its
     /// whole life. Those phases run boxed, allocated only while they last.
-    async fn run(&mut self, broker: &Arc<Broker>, shutdown: &CancellationToken) {
+    async fn run(
+        &mut self,
+        identity: Option<String>,
+        broker: &Arc<Broker>,
+        shutdown: &CancellationToken,
+    ) {
         let Some(Accepted {
             slot,
             mut session,
             mut actions,
             ended,
-        }) = Box::pin(self.handshake(broker, shutdown)).await
+        }) = Box::pin(self.handshake(identity, broker, shutdown)).await
         else {
             return;
         };
@@ -174,6 +182,7 @@ impl Connection {
     /// any resent messages. `None` when the connection was refused or closed before that.
     async fn handshake(
         &mut self,
+        identity: Option<String>,
         broker: &Arc<Broker>,
         shutdown: &CancellationToken,
     ) -> Option<Accepted> {
@@ -210,7 +219,13 @@ impl Connection {
                 info!(peer = %self.peer, error = %e, "bad CONNECT, closing");
                 return None;
             }
-            Ok(Ok(Packet::Connect(connect))) => *connect,
+            Ok(Ok(Packet::Connect(mut connect))) => {
+                if identity.is_some() {
+                    // use_identity_as_username: the certificate says who the client is.
+                    connect.username = identity;
+                }
+                *connect
+            }
             Ok(Ok(other)) => {
                 // [MQTT-3.1.0-1] the first packet must be CONNECT.
                 info!(peer = %self.peer, packet = other.name(), "first packet is not CONNECT, closing");
@@ -219,6 +234,7 @@ impl Connection {
         };
         self.decode.version = connect.protocol;
         let version = connect.protocol;
+        let username = connect.username.clone();
         let (clean_start, keep_alive) = (connect.clean_start, connect.keep_alive);
         let negotiated = match session::negotiate(connect, &broker.limits, now(), || {
             broker.assign_client_id()
@@ -260,12 +276,14 @@ impl Connection {
         };
         broker.session_opened(&slot, session.expiry_interval());
         info!(
-            "New client connected from {} as {} (p{}, c{}, k{}{}).",
+            "New client connected from {} as {} (p{}, c{}, k{}{}{}).",
             self.peer,
             client_id,
             version.level(),
             u8::from(clean_start),
             keep_alive,
+            // As mosquitto prints it: operators grep for u'name'.
+            username.map_or_else(String::new, |name| format!(", u'{name}'")),
             if session_present { ", resumed" } else { "" }
         );
 
