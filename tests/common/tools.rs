@@ -73,6 +73,28 @@ pub fn mosquitto_available() -> bool {
     )
 }
 
+/// The Chromium binary, if there is one. `STARLING_REQUIRE_CHROMIUM=1` (or
+/// `STARLING_REQUIRE_INTEROP=1`) makes a missing one a failure.
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|program| on_path(program));
+    let required =
+        std::env::var("STARLING_REQUIRE_CHROMIUM").is_ok_and(|v| !v.is_empty() && v != "0");
+    if found.is_none() && required {
+        panic!(
+            "chromium not found; install it (apt-get install chromium); STARLING_REQUIRE_CHROMIUM is set"
+        );
+    }
+    tool_available(
+        found.is_some(),
+        "chromium not found",
+        "install it with `apt-get install chromium`",
+    )
+    .then_some(found)
+    .flatten()
+}
+
 pub fn paho_available() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     let found = *FOUND.get_or_init(|| {
