@@ -615,3 +615,49 @@ async fn sighup_reloads_certificates_without_dropping_connections() {
     old.ping().await;
     fresh.ping().await;
 }
+
+/// `certs/make-test-certs.sh` (openssl, RSA keys) makes files the broker loads and mosquitto's
+/// clients use for mutual TLS; the client certificate's CN becomes the username.
+#[test]
+fn the_certs_script_makes_a_ca_server_and_client_that_work_together() {
+    let openssl = common::tools::tool_available(
+        common::tools::on_path("openssl"),
+        "openssl not found",
+        "install openssl",
+    );
+    if !openssl || !mosquitto_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = path_arg(dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/make-test-certs.sh");
+    let made = std::process::Command::new("bash")
+        .args([script, &out, "device-9"])
+        .output()
+        .expect("run make-test-certs.sh");
+    assert!(
+        made.status.success(),
+        "make-test-certs.sh failed:\n{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let file = |name: &str| dir.path().join(name);
+    let settings = TlsConfig {
+        cert_file: file("server.crt"),
+        key_file: file("server.key"),
+        ca_file: Some(file("ca.crt")),
+        require_certificate: true,
+        use_identity_as_username: true,
+    };
+    let config = write_config(dir.path(), &[("mqtt", Some(&settings))]);
+    let broker = BrokerProcess::start_with(&["-c", &config], 1);
+    let args = [
+        "--cafile",
+        &path_arg(&file("ca.crt")),
+        "--cert",
+        &path_arg(&file("client.crt")),
+        "--key",
+        &path_arg(&file("client.key")),
+    ];
+    mosquitto_retained_round_trip(&broker, &strings(&args), "script/t", "made by openssl");
+    assert!(broker.count_log(|l| l.contains("u'device-9'")) >= 2);
+}
