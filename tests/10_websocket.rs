@@ -6,6 +6,9 @@
 
 mod common;
 
+#[path = "../fuzz/common/websocket.rs"]
+mod ws_fuzz;
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -721,4 +724,70 @@ fn mqtt_js_in_headless_chromium_receives_what_mosquitto_pub_sends() {
         broker.count_log(|l| l.contains("New client connected") && l.contains(" as browser-")) == 1,
         "the page connected once"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The adapter against generated input (the oracle of the `websocket` fuzz target)
+// ---------------------------------------------------------------------------------------------
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Valid frame programs, raw frames and raw requests never panic, and bytes come through
+    /// intact both ways (see `fuzz/common/websocket.rs`).
+    #[test]
+    fn the_websocket_adapter_holds_its_invariants_on_generated_input(
+        selector in 0u8..3,
+        rest in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+    ) {
+        let mut input = vec![selector];
+        input.extend(rest);
+        let _ = ws_fuzz::check(&input);
+    }
+}
+
+#[test]
+fn the_websocket_adapter_holds_its_invariants_on_chosen_input() {
+    // A frame program (see `frame_program`): op 90 is a binary message of 200 bytes in three
+    // fragments with pings between, after its mask bytes 1 and 2; op 7 a close frame.
+    let mut program = vec![1u8, 90, 1, 2, 200];
+    program.extend((0..200).map(|i| i as u8));
+    program.extend([7, 0, 0]);
+    let outcome = ws_fuzz::check(&program);
+    assert_eq!(
+        outcome,
+        ws_fuzz::Outcome {
+            upgraded: true,
+            received: 200,
+            read_error: false
+        }
+    );
+    // The same ending in a text frame.
+    program.truncate(program.len() - 3);
+    program.extend([0x87, 0, 0]);
+    let outcome = ws_fuzz::check(&program);
+    assert_eq!(
+        outcome,
+        ws_fuzz::Outcome {
+            upgraded: true,
+            received: 200,
+            read_error: true
+        }
+    );
+    // A message above the size limit, raw: refused with an error, nothing read.
+    let mut big = vec![0u8, 0x82, 0xFE];
+    big.extend(((ws_fuzz::MAX_MESSAGE + 1) as u16).to_be_bytes());
+    big.extend([0; 4]);
+    let outcome = ws_fuzz::check(&big);
+    assert!(outcome.upgraded && outcome.read_error && outcome.received == 0);
+    // Upgrade requests on other paths.
+    for path in ["/x", "/mqtt/", "http://h/other"] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        let mut input = vec![2u8];
+        input.extend(request.bytes());
+        assert!(!ws_fuzz::check(&input).upgraded, "{path}");
+    }
 }

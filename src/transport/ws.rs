@@ -18,6 +18,7 @@ use futures_core::Stream as _;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -150,6 +151,11 @@ where
                 // next poll reports the end.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
                 Some(Ok(Message::Frame(_))) => {}
+                // The TCP connection ended without a close frame: for MQTT, as for plain TCP,
+                // that is the end of the stream; the MQTT layer decides if anything was cut.
+                Some(Err(tungstenite::Error::Protocol(
+                    ProtocolError::ResetWithoutClosingHandshake,
+                ))) => return Poll::Ready(Ok(0)),
                 Some(Err(e)) => {
                     self.close_code = match &e {
                         tungstenite::Error::Capacity(_) => CloseCode::Size,
