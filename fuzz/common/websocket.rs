@@ -99,8 +99,9 @@ async fn run(script: Script) -> Outcome {
     let (head_seen, head) = tokio::sync::oneshot::channel::<()>();
     let send = async move {
         let _ = to_server.write_all(&request).await;
-        // Either the response head came, or the server closed without one.
-        if head.await.is_ok() {
+        // With frames to send, wait for the response head (or the server closing without one);
+        // with none, end at once: a server still waiting for the request must see its end.
+        if !frames.is_empty() && head.await.is_ok() {
             let _ = to_server.write_all(&frames).await;
         }
         let _ = to_server.shutdown().await;

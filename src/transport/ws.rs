@@ -198,7 +198,8 @@ where
         Pin::new(&mut self.ws).poll_flush(cx).map_err(io_error)
     }
 
-    /// Sends a close frame (1000, or the code the peer's misbehaviour earned) and flushes it.
+    /// Sends a close frame (1000, or the code the peer's misbehaviour earned) and flushes it,
+    /// with anything still queued (a pong, tungstenite's reply to the peer's own close frame).
     pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.closing {
             ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io_error)?;
@@ -207,14 +208,9 @@ where
                 code: self.close_code,
                 reason: "".into(),
             };
-            match Pin::new(&mut self.ws).start_send(Message::Close(Some(frame))) {
-                Ok(()) => {}
-                // The peer closed first: nothing left to say.
-                Err(tungstenite::Error::AlreadyClosed | tungstenite::Error::ConnectionClosed) => {
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) => return Poll::Ready(Err(io_error(e))),
-            }
+            // Refused only when a close frame already went either way: then there is nothing
+            // more to say, but what is queued must still go out.
+            let _ = Pin::new(&mut self.ws).start_send(Message::Close(Some(frame)));
         }
         self.poll_flush(cx)
     }
