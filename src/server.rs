@@ -66,6 +66,9 @@ pub struct Server {
     broker: Arc<Broker>,
     housekeeping: Housekeeping,
     listeners: Vec<(ListenerConfig, Acceptor, TcpListener)>,
+    /// Taken at bind, before anyone learns the addresses, so a SIGHUP never finds the default
+    /// action (ending the process) in place.
+    hangups: Hangups,
     /// Held for the server's lifetime: the lock that keeps a second broker out of the data dir.
     _data_dir_lock: Option<File>,
 }
@@ -116,6 +119,7 @@ impl Server {
             broker,
             housekeeping: Housekeeping::new(timer_rx),
             listeners,
+            hangups: hangup_signals(),
             config,
             _data_dir_lock: data_dir_lock,
         })
@@ -141,6 +145,7 @@ impl Server {
             broker,
             housekeeping,
             listeners,
+            mut hangups,
             _data_dir_lock,
         } = self;
         let stop = CancellationToken::new();
@@ -170,7 +175,6 @@ impl Server {
         }
 
         tokio::pin!(shutdown);
-        let mut hangups = hangup_signals();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
