@@ -5,9 +5,9 @@
 //! The handshake accepts the paths `/mqtt` and `/` (404 otherwise) and negotiates the
 //! subprotocol: the first of `mqtt` or `mqttv3.1` the client offers is echoed back; a client
 //! offering only others is refused, one offering none is accepted. Text messages are a protocol
-//! error (section 6 of the MQTT 5.0 spec: "MQTT Control Packets MUST be sent in WebSocket binary
-//! data frames") and close the connection with WebSocket close code 1003. Pings are answered and
-//! close frames acknowledged by tungstenite.
+//! error ([MQTT-6.0.0-1]: control packets travel in binary data frames, and any other data frame
+//! closes the connection): the connection closes with WebSocket close code 1003. Pings are
+//! answered and close frames acknowledged by tungstenite.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
