@@ -4,6 +4,7 @@
 //! addresses before any client connects; [`Server::run`] serves until its shutdown future
 //! completes, then stops accepting, asks every connected client to leave (5.0: DISCONNECT 0x8B)
 //! and waits for the connection tasks to finish. Every task is tracked: none is detached.
+//! While it runs, SIGHUP reloads the certificates of every TLS listener.
 
 use std::fs::File;
 use std::future::Future;
@@ -25,7 +26,8 @@ use crate::codec::ReasonCode;
 use crate::config::{Config, ListenerConfig};
 use crate::connection;
 use crate::storage::{self, Store, StoreError, StoreKind, StoreWriter};
-use crate::transport::Stream;
+use crate::transport::Acceptor;
+use crate::transport::tls::{TlsAcceptor, TlsError};
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -54,6 +56,11 @@ pub enum RunError {
     Store(StoreError),
     #[error("cannot load the security files: {0}")]
     Auth(#[from] AuthError),
+    #[error("listener {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: Box<TlsError>,
+    },
 }
 
 /// A bound, not yet running, broker.
@@ -61,8 +68,11 @@ pub struct Server {
     config: Config,
     broker: Arc<Broker>,
     housekeeping: Housekeeping,
-    listeners: Vec<(ListenerConfig, TcpListener)>,
+    listeners: Vec<(ListenerConfig, Acceptor, TcpListener)>,
     security: Arc<Security>,
+    /// Taken at bind, before anyone learns the addresses, so a SIGHUP never finds the default
+    /// action (ending the process) in place.
+    hangups: Hangups,
     /// Held for the server's lifetime: the lock that keeps a second broker out of the data dir.
     _data_dir_lock: Option<File>,
 }
@@ -111,6 +121,13 @@ impl Server {
         let security = Arc::new(Security::load(&config)?);
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
+            let acceptor =
+                Acceptor::new(listener, config.limits.max_packet_size()).map_err(|source| {
+                    RunError::Tls {
+                        addr: listener.bind,
+                        source: Box::new(source),
+                    }
+                })?;
             let socket =
                 TcpListener::bind(listener.bind)
                     .await
@@ -118,7 +135,7 @@ impl Server {
                         addr: listener.bind,
                         source,
                     })?;
-            listeners.push((listener.clone(), socket));
+            listeners.push((listener.clone(), acceptor, socket));
         }
         let snapshot = match &store {
             // Blocking the runtime here is fine: nothing else runs before the broker starts.
@@ -151,6 +168,7 @@ impl Server {
             housekeeping: Housekeeping::new(timer_rx),
             listeners,
             security,
+            hangups: hangup_signals(),
             config,
             _data_dir_lock: data_dir_lock,
         })
@@ -160,7 +178,7 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(_, socket)| socket.local_addr().ok())
+            .filter_map(|(_, _, socket)| socket.local_addr().ok())
             .collect()
     }
 
@@ -182,19 +200,27 @@ impl Server {
             housekeeping,
             listeners,
             security,
+            mut hangups,
             _data_dir_lock,
         } = self;
         let rate = ConnectionRate::new(config.limits.max_connection_rate).map(Arc::new);
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let total = limit(config.limits.max_connections);
+        let handshake_timeout = Duration::from_secs(u64::from(config.limits.connect_timeout));
 
         tasks.spawn(housekeeping.run(broker.clone(), stop.clone().cancelled_owned()));
-        for (index, (listener, socket)) in listeners.into_iter().enumerate() {
+        let mut tls = Vec::new();
+        for (index, (listener, acceptor, socket)) in listeners.into_iter().enumerate() {
             let addr = socket.local_addr().unwrap_or(listener.bind);
-            info!("Opening listener on {addr} (mqtt over tcp).");
+            info!("Opening listener on {addr} ({}).", listener.kind());
+            if let Some(acceptor) = acceptor.tls() {
+                tls.push((addr, acceptor.clone()));
+            }
             let accept = AcceptLoop {
                 socket,
+                acceptor: Arc::new(acceptor),
+                handshake_timeout,
                 broker: broker.clone(),
                 tasks: tasks.clone(),
                 stop: stop.clone(),
@@ -206,7 +232,18 @@ impl Server {
             tasks.spawn(accept.run());
         }
 
-        shutdown.await;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(()) = next_hangup(&mut hangups) => {
+                    info!("SIGHUP: reloading certificates and security files.");
+                    reload_tls(&tls);
+                    // Logs its own outcome; the previous files stay on failure.
+                    let _ = security.reload();
+                }
+            }
+        }
         info!("Shutting down: no new connections; asking clients to leave.");
         stop.cancel();
         broker.close_all(ReasonCode::ServerShuttingDown);
@@ -220,6 +257,53 @@ impl Server {
         broker.close_store();
         info!("Stopped.");
         Ok(())
+    }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// SIGHUP, where there is one. Listening for it also keeps it from ending the process.
+#[cfg(unix)]
+fn hangup_signals() -> Hangups {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+        .map_err(|e| error!("cannot listen for SIGHUP, certificates will not reload: {e}"))
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signals() -> Hangups {}
+
+/// The next SIGHUP; never, where there is none.
+#[cfg(unix)]
+async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
+    match hangups {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangups) -> Option<()> {
+    std::future::pending().await
+}
+
+/// Reads every TLS listener's files again. New handshakes use the new certificates; running
+/// connections keep theirs; a listener whose files fail keeps its old ones.
+fn reload_tls(listeners: &[(SocketAddr, Arc<TlsAcceptor>)]) {
+    if listeners.is_empty() {
+        info!("SIGHUP: no TLS listener, nothing to reload.");
+    }
+    for (addr, acceptor) in listeners {
+        match acceptor.reload() {
+            Ok(()) => info!("SIGHUP: reloaded the certificates of listener {addr}."),
+            Err(e) => error!(
+                "SIGHUP: listener {addr} keeps its previous certificates, the new ones failed: {e}"
+            ),
+        }
     }
 }
 
@@ -248,6 +332,9 @@ fn lock_data_dir(dir: &Path) -> Result<File, RunError> {
 
 struct AcceptLoop {
     socket: TcpListener,
+    acceptor: Arc<Acceptor>,
+    /// How long the TLS handshake and WebSocket upgrade may take (`connect_timeout`).
+    handshake_timeout: Duration,
     broker: Arc<Broker>,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -296,9 +383,31 @@ impl AcceptLoop {
         }
         let broker = self.broker.clone();
         let stop = self.stop.clone();
+        let acceptor = self.acceptor.clone();
+        let timeout = self.handshake_timeout;
         let gate = self.gate.clone();
         self.tasks.spawn(async move {
-            connection::serve(Stream::Tcp(tcp), peer, broker, gate, stop).await;
+            // Boxed: the handshake's state (rustls, the HTTP request) is not carried in every
+            // connection task for its whole life.
+            let handshake = tokio::time::timeout(timeout, Box::pin(acceptor.accept(tcp)));
+            let accepted = tokio::select! {
+                () = stop.cancelled() => None,
+                accepted = handshake => match accepted {
+                    Ok(Ok(accepted)) => Some(accepted),
+                    Ok(Err(e)) => {
+                        info!(%peer, "connection closed before MQTT: {e}");
+                        None
+                    }
+                    Err(_) => {
+                        info!(%peer, "no TLS or WebSocket handshake within {}s, closing", timeout.as_secs());
+                        None
+                    }
+                },
+            };
+            if let Some(accepted) = accepted {
+                connection::serve(accepted.stream, peer, accepted.identity, broker, gate, stop)
+                    .await;
+            }
             drop(permits);
         });
     }

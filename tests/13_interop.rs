@@ -18,284 +18,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::tools::{on_path, tool_available};
-
-/// How long anything that should happen may take.
-const WAIT: Duration = Duration::from_secs(10);
+use common::tools::{
+    BrokerProcess as Broker, Tool, client_id, mosquitto_available, paho_available, paho_scenario,
+    strings,
+};
 
 /// Silence that shows something does not arrive.
 const QUIET: Duration = Duration::from_millis(400);
 
-/// A whole Paho scenario; the script's own watchdog is 60 s.
-const PAHO_WAIT: Duration = Duration::from_secs(90);
-
-// ---------------------------------------------------------------------------------------------
-// Which tools are here
-// ---------------------------------------------------------------------------------------------
-
-fn mosquitto_available() -> bool {
-    tool_available(
-        on_path("mosquitto_pub") && on_path("mosquitto_sub"),
-        "mosquitto_pub not found",
-        "install mosquitto-clients",
-    )
-}
-
-fn paho_available() -> bool {
-    static FOUND: OnceLock<bool> = OnceLock::new();
-    let found = *FOUND.get_or_init(|| {
-        Command::new("python3")
-            .args([
-                "-c",
-                "import paho.mqtt.client as m; m.CallbackAPIVersion.VERSION2",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    });
-    tool_available(
-        found,
-        "python3 with paho-mqtt 2.x not found",
-        "install it with `python3 -m pip install 'paho-mqtt>=2,<3'`",
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------
-
-/// Sends every line `reader` produces to `lines`, also appending it to `log` if given.
-fn forward_lines(
-    reader: impl Read + Send + 'static,
-    lines: Option<Sender<String>>,
-    log: Option<Arc<Mutex<Vec<String>>>>,
-) {
-    thread::spawn(move || {
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { return };
-            if let Some(log) = &log {
-                log.lock().expect("log lock").push(line.clone());
-            }
-            if let Some(lines) = &lines {
-                let _ = lines.send(line);
-            }
-        }
-    });
-}
-
-/// The broker binary, killed when dropped.
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-    /// Everything it printed, shown when a test fails.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
-            .args(["-l", "127.0.0.1:0", "--log-level", "info"])
-            .env_remove("STARLING_CONFIG")
-            .env_remove("STARLING_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the starling binary");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        forward_lines(
-            child.stdout.take().expect("stdout"),
-            Some(tx),
-            Some(log.clone()),
-        );
-        forward_lines(
-            child.stderr.take().expect("stderr"),
-            None,
-            Some(log.clone()),
-        );
-        let mut broker = Broker {
-            child,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            log,
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = listening_addr(&line) {
-                        broker.addr = addr;
-                        return broker;
-                    }
-                }
-                Err(_) => panic!("starling printed no address within {WAIT:?}"),
-            }
-        }
-    }
-
-    fn port(&self) -> String {
-        self.addr.port().to_string()
-    }
-}
-
-/// The address in `starling <version> listening on <addr>`.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.strip_prefix("starling ")?;
-    let (_version, addr) = rest.split_once(" listening on ")?;
-    addr.trim().parse().ok()
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            let log = self
-                .log
-                .lock()
-                .map(|log| log.join("\n"))
-                .unwrap_or_default();
-            eprintln!("--- starling output ---\n{log}\n--- end of starling output ---");
-        }
-    }
-}
-
-/// A client tool, its stdout and stderr lines collected as they come; killed when dropped.
-struct Tool {
-    name: String,
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Tool {
-    fn spawn(program: &str, args: &[String], stdin: Option<&str>) -> Tool {
-        let mut child = Command::new(program)
-            .args(args)
-            // mosquitto_pub/sub read default options from $XDG_CONFIG_HOME (or ~/.config): none
-            // of a developer's settings may leak into a test.
-            .env("XDG_CONFIG_HOME", "/nonexistent/starling-interop")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(input.as_bytes()).expect("write stdin");
-        }
-        let (tx, rx) = mpsc::channel();
-        forward_lines(child.stdout.take().expect("stdout"), Some(tx.clone()), None);
-        forward_lines(child.stderr.take().expect("stderr"), Some(tx), None);
-        Tool {
-            name: format!("{program} {}", args.join(" ")),
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line for which `want` holds.
-    fn wait_for_line(&mut self, what: &str, want: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = want(&line);
-                    self.seen.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no {what} from `{}` within {WAIT:?}; it printed:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "`{}` ended before {what}; it printed:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits up to `wait` for the tool to exit and returns its status and every line it printed.
-    fn finish_within(&mut self, wait: Duration) -> (ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + wait;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                self.collect_rest();
-                panic!(
-                    "`{}` still running after {wait:?}; it printed:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        self.collect_rest();
-        (status, self.seen.clone())
-    }
-
-    fn finish(&mut self) -> (ExitStatus, Vec<String>) {
-        self.finish_within(WAIT)
-    }
-
-    /// SIGKILL, then every line it printed.
-    fn kill(&mut self) -> Vec<String> {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
-        self.collect_rest();
-        self.seen.clone()
-    }
-
-    /// Takes the lines still in flight; the readers stop when the pipes close.
-    fn collect_rest(&mut self) {
-        while let Ok(line) = self.lines.recv_timeout(WAIT) {
-            self.seen.push(line);
-        }
-    }
-}
-
-impl Drop for Tool {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // mosquitto_pub and mosquitto_sub
 // ---------------------------------------------------------------------------------------------
-
-static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-
-/// A client id, short enough for MQTT 3.1 (23 characters).
-fn client_id(role: &str) -> String {
-    format!("{role}{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
-}
 
 /// How received messages are printed: a marker, then fields separated by '|'.
 const FORMAT: &str = "MSG|%t|%q|%r|%p";
@@ -314,10 +50,6 @@ fn common_args(broker: &Broker, version: &str, id: &str) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|a| (*a).to_owned()).collect()
 }
 
 /// Runs mosquitto_pub to completion (`stdin` feeds `-l`); it must succeed. Returns its output.
@@ -849,34 +581,13 @@ fn mosquitto_wildcard_subscriptions_match_exactly_their_topics() {
 // Eclipse Paho (Python)
 // ---------------------------------------------------------------------------------------------
 
-/// Runs one scenario of `tests/interop/paho_check.py` against a fresh broker; it exits 0 only
-/// when everything it received matched what it sent.
+/// Runs one scenario of `tests/interop/paho_check.py` against a fresh broker.
 fn paho(scenario: &str) {
     if !paho_available() {
         return;
     }
     let broker = Broker::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/paho_check.py");
-    let args = strings(&[
-        script,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &broker.port(),
-        scenario,
-    ]);
-    let mut check = Tool::spawn("python3", &args, None);
-    let (status, lines) = check.finish_within(PAHO_WAIT);
-    assert!(
-        status.success(),
-        "paho_check.py {scenario} failed ({status}):\n{}",
-        lines.join("\n")
-    );
-    assert!(
-        lines.contains(&format!("OK {scenario}")),
-        "paho_check.py {scenario} did not report OK:\n{}",
-        lines.join("\n")
-    );
+    paho_scenario(broker.addr.port(), scenario, &[]);
 }
 
 #[test]

@@ -198,6 +198,9 @@ impl Security {
 pub struct Credentials<'a> {
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
+    /// The username comes from a verified client certificate (`use_identity_as_username`): it is
+    /// authenticated already, and no password is checked (as mosquitto does).
+    pub certified: bool,
 }
 
 /// A refused login.
@@ -244,6 +247,9 @@ impl Gate {
                 ))
             };
         };
+        if credentials.certified {
+            return Ok(scope.access(Some(username), client_id));
+        }
         if scope.password_path.is_none() {
             return if scope.allow_anonymous {
                 Ok(scope.access(Some(username), client_id))

@@ -94,6 +94,12 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// Connections open at once on this listener, at most; 0 = no limit of its own.
     pub max_connections: usize,
+    /// MQTT straight on the byte stream, or inside WebSocket frames (for browsers).
+    pub protocol: ListenerProtocol,
+    /// With a `[listener.tls]` table the listener speaks TLS: `mqtt` becomes MQTT over TLS
+    /// (port 8883 by convention), `websockets` becomes secure WebSocket (`wss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// This listener's own authentication and access control, replacing `[auth]` entirely for its
     /// clients (mosquitto's `per_listener_settings`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,23 +108,63 @@ pub struct ListenerConfig {
 
 impl Default for ListenerConfig {
     fn default() -> Self {
-        ListenerConfig {
-            bind: default_listen(),
-            max_connections: 0,
-            auth: None,
-        }
+        ListenerConfig::tcp(default_listen())
     }
 }
 
 impl ListenerConfig {
-    /// A listener on `bind` with no limit of its own.
+    /// A plain MQTT listener on `bind` with no limit of its own.
     pub fn tcp(bind: SocketAddr) -> Self {
         ListenerConfig {
             bind,
             max_connections: 0,
+            protocol: ListenerProtocol::Mqtt,
+            tls: None,
             auth: None,
         }
     }
+
+    /// How the listener is named in logs: `mqtt`, `mqtt+tls`, `websockets`, `websockets+tls`.
+    pub fn kind(&self) -> &'static str {
+        match (self.protocol, self.tls.is_some()) {
+            (ListenerProtocol::Mqtt, false) => "mqtt",
+            (ListenerProtocol::Mqtt, true) => "mqtt+tls",
+            (ListenerProtocol::Websockets, false) => "websockets",
+            (ListenerProtocol::Websockets, true) => "websockets+tls",
+        }
+    }
+}
+
+/// What a listener carries MQTT in; mosquitto's names for its `protocol` option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// MQTT directly on TCP (or TLS).
+    #[default]
+    Mqtt,
+    /// MQTT in binary WebSocket frames, on the paths `/mqtt` and `/`.
+    Websockets,
+}
+
+/// TLS settings of one listener (`[listener.tls]`), named as in mosquitto. Files are PEM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate, followed by any intermediate certificates.
+    pub cert_file: PathBuf,
+    /// The private key of the server certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates that client certificates must chain to. Without
+    /// `require_certificate`, a client may still connect without a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Refuse clients that present no valid certificate (mutual TLS); needs `ca_file`.
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// The client certificate's Common Name (or, without one, its first DNS or email SAN) is
+    /// the client's username, whatever CONNECT says; needs `require_certificate`.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -270,10 +316,34 @@ impl Config {
                 "limits.connect_timeout must be at least 1 second".into(),
             ));
         }
+        for listener in &self.listeners {
+            if let Some(tls) = &listener.tls {
+                validate_tls(listener.bind, tls)?;
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::Invalid(format!("log.level = {:?}: {e}", self.log.level)))?;
         Ok(())
     }
+}
+
+/// Checks a listener's TLS settings fit together, then loads its files as the listener would,
+/// so `--check-config` catches a missing or broken certificate before the broker starts.
+fn validate_tls(bind: SocketAddr, tls: &TlsConfig) -> Result<(), ConfigError> {
+    if tls.require_certificate && tls.ca_file.is_none() {
+        return Err(ConfigError::Invalid(format!(
+            "listener {bind}: tls.require_certificate needs tls.ca_file, the CA that client \
+             certificates are checked against"
+        )));
+    }
+    if tls.use_identity_as_username && !tls.require_certificate {
+        return Err(ConfigError::Invalid(format!(
+            "listener {bind}: tls.use_identity_as_username needs tls.require_certificate = true"
+        )));
+    }
+    crate::transport::tls::server_config(tls)
+        .map(drop)
+        .map_err(|e| ConfigError::Invalid(format!("listener {bind}: {e}")))
 }
 
 #[cfg(test)]
@@ -318,12 +388,20 @@ mod tests {
             password_file: Some(PathBuf::from("/x")),
             acl_file: Some(PathBuf::from("/x")),
         };
+        let tls_listener = ListenerConfig {
+            tls: Some(TlsConfig {
+                cert_file: PathBuf::from("/x"),
+                key_file: PathBuf::from("/x"),
+                ca_file: Some(PathBuf::from("/x")),
+                require_certificate: true,
+                use_identity_as_username: true,
+            }),
+            auth: Some(auth.clone()),
+            ..ListenerConfig::default()
+        };
         let full = Config {
             data_dir: Some(PathBuf::from("/x")),
-            listeners: vec![ListenerConfig {
-                auth: Some(auth.clone()),
-                ..ListenerConfig::default()
-            }],
+            listeners: vec![tls_listener],
             auth,
             ..Config::default()
         };
@@ -335,6 +413,116 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn listener_protocol_and_tls_parse_with_mosquitto_names() {
+        let config = Config::from_toml(
+            "[[listener]]\nbind = \"0.0.0.0:8084\"\nprotocol = \"websockets\"\n\
+             [listener.tls]\ncert_file = \"/etc/s/server.crt\"\nkey_file = \"/etc/s/server.key\"\n",
+        )
+        .expect("parses");
+        let listener = &config.listeners[0];
+        assert_eq!(listener.protocol, ListenerProtocol::Websockets);
+        assert_eq!(listener.kind(), "websockets+tls");
+        let tls = listener.tls.as_ref().expect("tls table");
+        assert_eq!(tls.key_file, PathBuf::from("/etc/s/server.key"));
+        assert_eq!(tls.ca_file, None);
+        assert!(!tls.require_certificate && !tls.use_identity_as_username);
+        assert_eq!(
+            Config::from_toml(&config.to_toml()).expect("round trip"),
+            config
+        );
+
+        let err = Config::from_toml("[[listener]]\nprotocol = \"ws\"\n").expect_err("bad name");
+        assert!(err.to_string().contains("websockets"), "{err}");
+        let err = Config::from_toml(
+            "[[listener]]\n[listener.tls]\ncert_file = \"a\"\nkey_file = \"b\"\ncafile = \"c\"\n",
+        )
+        .expect_err("unknown tls key");
+        assert!(err.to_string().contains("cafile"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_refused_naming_the_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (cert_file, key_file) = (dir.path().join("s.crt"), dir.path().join("s.key"));
+        std::fs::write(&cert_file, cert.pem()).expect("write");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write");
+        let with_tls = |tls: TlsConfig| Config {
+            listeners: vec![ListenerConfig {
+                tls: Some(tls),
+                ..ListenerConfig::default()
+            }],
+            ..Config::default()
+        };
+        let good = TlsConfig {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            ca_file: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+        };
+        with_tls(good.clone())
+            .validate()
+            .expect("a certificate and its key");
+        with_tls(TlsConfig {
+            ca_file: Some(cert_file.clone()),
+            require_certificate: true,
+            use_identity_as_username: true,
+            ..good.clone()
+        })
+        .validate()
+        .expect("mutual TLS with identities");
+
+        let refused = |tls: TlsConfig, needle: &str| {
+            let err = with_tls(tls).validate().expect_err("refused").to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        };
+        refused(
+            TlsConfig {
+                require_certificate: true,
+                ..good.clone()
+            },
+            "needs tls.ca_file",
+        );
+        refused(
+            TlsConfig {
+                ca_file: Some(cert_file.clone()),
+                use_identity_as_username: true,
+                ..good.clone()
+            },
+            "needs tls.require_certificate",
+        );
+        refused(
+            TlsConfig {
+                key_file: dir.path().join("missing.key"),
+                ..good.clone()
+            },
+            "missing.key",
+        );
+        refused(
+            TlsConfig {
+                ca_file: Some(key_file.clone()),
+                ..good.clone()
+            },
+            "tls.ca_file",
+        );
+        let other = rcgen::KeyPair::generate().expect("key");
+        let other_file = dir.path().join("other.key");
+        std::fs::write(&other_file, other.serialize_pem()).expect("write");
+        refused(
+            TlsConfig {
+                key_file: other_file,
+                ..good
+            },
+            "s.crt",
+        );
     }
 
     #[test]

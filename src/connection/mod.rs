@@ -47,10 +47,13 @@ const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 /// Deliveries taken from the mailbox per lock.
 const BATCH: usize = 64;
 
-/// Serves one accepted connection until it closes; `gate` authenticates its CONNECT.
+/// Serves one accepted connection until it closes. `identity` is the username the transport
+/// established (a client certificate with `use_identity_as_username`); it replaces the one in
+/// CONNECT. `gate` authenticates the CONNECT.
 pub async fn serve(
     stream: Stream,
     peer: SocketAddr,
+    identity: Option<String>,
     broker: Arc<Broker>,
     gate: Gate,
     shutdown: CancellationToken,
@@ -70,7 +73,7 @@ pub async fn serve(
     };
     async move {
         debug!("new connection");
-        connection.run(&broker, gate, &shutdown).await;
+        connection.run(identity, &broker, gate, &shutdown).await;
     }
     .instrument(span)
     .await
@@ -162,13 +165,19 @@ impl Connection {
     /// future: a future is as large as its largest state, and every connection would otherwise
     /// carry the handshake's and the close's state (CONNECT, takeover wait, drain timer) for its
     /// whole life. Those phases run boxed, allocated only while they last.
-    async fn run(&mut self, broker: &Arc<Broker>, gate: Gate, shutdown: &CancellationToken) {
+    async fn run(
+        &mut self,
+        identity: Option<String>,
+        broker: &Arc<Broker>,
+        gate: Gate,
+        shutdown: &CancellationToken,
+    ) {
         let Some(Accepted {
             slot,
             mut session,
             mut actions,
             ended,
-        }) = Box::pin(self.handshake(broker, gate, shutdown)).await
+        }) = Box::pin(self.handshake(identity, broker, gate, shutdown)).await
         else {
             return;
         };
@@ -186,6 +195,7 @@ impl Connection {
     /// any resent messages. `None` when the connection was refused or closed before that.
     async fn handshake(
         &mut self,
+        identity: Option<String>,
         broker: &Arc<Broker>,
         gate: Gate,
         shutdown: &CancellationToken,
@@ -196,7 +206,7 @@ impl Connection {
             () = shutdown.cancelled() => return None,
             first = tokio::time::timeout(timeout, self.read_packet()) => first,
         };
-        let (connect, (username, password)) = match first {
+        let (connect, (username, password, certified)) = match first {
             Err(_) => {
                 info!(peer = %self.peer, "no CONNECT within {}s, closing", timeout.as_secs());
                 return None;
@@ -224,7 +234,13 @@ impl Connection {
                 return None;
             }
             Ok(Ok(Packet::Connect(mut connect))) => {
-                let credentials = (connect.username.take(), connect.password.take());
+                let certified = identity.is_some();
+                if certified {
+                    // use_identity_as_username: the certificate says who the client is, and
+                    // (as in mosquitto) no password is checked.
+                    connect.username = identity;
+                }
+                let credentials = (connect.username.take(), connect.password.take(), certified);
                 (*connect, credentials)
             }
             Ok(Ok(other)) => {
@@ -252,6 +268,7 @@ impl Connection {
         let credentials = Credentials {
             username: username.as_deref(),
             password: password.as_deref(),
+            certified,
         };
         negotiated.link.access = self
             .authenticate(&gate, credentials, &client_id, version, shutdown)
@@ -289,6 +306,7 @@ impl Connection {
             version.level(),
             u8::from(clean_start),
             keep_alive,
+            // As mosquitto prints it: operators grep for u'name'.
             username
                 .as_deref()
                 .map(|u| format!(", u'{u}'"))

@@ -29,6 +29,8 @@ pub struct OutBuf {
     scratch: BytesMut,
     /// Bytes queued in `segments` and `scratch` together.
     len: usize,
+    /// Bytes went into a stream that buffers (TLS, WebSocket) and have not been flushed yet.
+    unflushed: bool,
 }
 
 impl OutBuf {
@@ -37,8 +39,9 @@ impl OutBuf {
         self.len
     }
 
+    /// Nothing is queued here nor waiting inside the stream.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == 0 && !self.unflushed
     }
 
     /// Discards everything queued, possibly mid-packet: only before closing the connection.
@@ -84,7 +87,7 @@ impl OutBuf {
         }
     }
 
-    /// Writes until everything is out or the socket is full.
+    /// Writes until everything is out (flushed, for streams that buffer) or the socket is full.
     pub fn poll_flush(
         &mut self,
         stream: &mut Stream,
@@ -104,7 +107,12 @@ impl OutBuf {
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            self.unflushed |= stream.buffers_writes();
             self.consume(written);
+        }
+        if self.unflushed {
+            ready!(stream.poll_flush(cx))?;
+            self.unflushed = false;
         }
         Poll::Ready(Ok(()))
     }

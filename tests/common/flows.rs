@@ -11,6 +11,7 @@ use starling::codec::{
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use starling::topic::TopicFilter;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -137,7 +138,7 @@ pub fn raw_subscribe(v5: bool, packet_id: u16, filter_bytes: &[u8], options: u8)
     frame(0x82, &body)
 }
 
-impl RawClient {
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Sends SUBSCRIBE; the next packet must be its SUBACK.
     pub async fn subscribe_filters(&mut self, packet_id: u16, filters: &[(&str, QoS)]) -> SubAck {
         let filters: Vec<(&str, SubscriptionOptions)> =

@@ -3,7 +3,9 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod flows;
+pub mod pki;
 pub mod tools;
+pub mod ws;
 
 pub use flows::publish_packet;
 
@@ -23,7 +25,7 @@ use starling::codec::{
 use starling::config::ListenerConfig;
 use starling::storage::Store;
 use starling::topic::{TopicFilter, TopicName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -100,9 +102,10 @@ impl TestBroker {
     }
 }
 
-/// A client that sends and receives exact packets.
-pub struct RawClient {
-    pub stream: TcpStream,
+/// A client that sends and receives exact packets, over TCP or any other byte stream (TLS,
+/// the WebSocket adapter in [`ws`]).
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
     pub version: ProtocolVersion,
     buf: BytesMut,
 }
@@ -111,11 +114,7 @@ impl RawClient {
     pub async fn connect_tcp(addr: SocketAddr, version: ProtocolVersion) -> RawClient {
         let stream = TcpStream::connect(addr).await.expect("tcp connect");
         stream.set_nodelay(true).expect("nodelay");
-        RawClient {
-            stream,
-            version,
-            buf: BytesMut::new(),
-        }
+        RawClient::over(stream, version)
     }
 
     /// Connects and completes the MQTT handshake; returns the client and the CONNACK.
@@ -129,10 +128,28 @@ impl RawClient {
     }
 
     pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (RawClient, codec::ConnAck) {
-        let mut client = RawClient::connect_tcp(addr, connect.protocol).await;
-        client.send(&Packet::Connect(Box::new(connect))).await;
-        match client.recv().await {
-            Packet::ConnAck(ack) => (client, ack),
+        RawClient::connect_tcp(addr, connect.protocol)
+            .await
+            .handshake(connect)
+            .await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    /// A client on an already connected stream, before CONNECT.
+    pub fn over(stream: S, version: ProtocolVersion) -> RawClient<S> {
+        RawClient {
+            stream,
+            version,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Sends `connect` and returns the client with the CONNACK.
+    pub async fn handshake(mut self, connect: Connect) -> (RawClient<S>, codec::ConnAck) {
+        self.send(&Packet::Connect(Box::new(connect))).await;
+        match self.recv().await {
+            Packet::ConnAck(ack) => (self, ack),
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }
@@ -144,6 +161,7 @@ impl RawClient {
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
+        self.stream.flush().await.expect("flush");
     }
 
     /// The next packet, failing the test after [`RECV_TIMEOUT`].
@@ -246,7 +264,7 @@ pub fn will(topic_name: &str, payload: &[u8], qos: QoS, retain: bool) -> Will {
     }
 }
 
-impl RawClient {
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Subscribes to one filter with packet id 1 and returns the SUBACK's reason codes.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<ReasonCode> {
         self.send(&Packet::Subscribe(Subscribe {

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Interop checks for Starling with the Eclipse Paho Python client (paho-mqtt 2.x).
 
-Run by tests/13_interop.rs against the built broker:
+Run by tests/13_interop.rs (and, over WebSocket and TLS, by 08_tls.rs and 10_websocket.rs)
+against the built broker:
 
     python3 tests/interop/paho_check.py --port 1883 qos-v311
+    python3 tests/interop/paho_check.py --port 8080 --transport websockets qos-v5
+    python3 tests/interop/paho_check.py --port 8883 --cafile ca.crt retained
 
 Each scenario drives real paho clients through one area and compares what comes back with what
 was sent. On the first mismatch it prints `FAIL <scenario>: <what differed>` to stderr and exits 1;
@@ -55,7 +58,12 @@ class Client:
             protocol=protocol,
             clean_session=None if self.v5 else True,
             reconnect_on_failure=False,
+            transport=args.transport,
         )
+        if args.transport == "websockets":
+            self.c.ws_set_options(path=args.ws_path)
+        if args.cafile:
+            self.c.tls_set(ca_certs=args.cafile, certfile=args.certfile, keyfile=args.keyfile)
         self.connacks = queue.Queue()
         self.subacks = queue.Queue()
         self.unsubacks = queue.Queue()
@@ -305,6 +313,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--transport", choices=["tcp", "websockets"], default="tcp")
+    parser.add_argument("--ws-path", default="/mqtt", help="WebSocket path")
+    parser.add_argument("--cafile", help="use TLS, trusting this CA")
+    parser.add_argument("--certfile", help="client certificate for TLS")
+    parser.add_argument("--keyfile", help="client key for TLS")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     args = parser.parse_args()
 
