@@ -525,6 +525,7 @@ async fn publish_loop(
                 Ok(0) => bail!("publisher {index}: the broker closed the connection"),
                 Ok(_) => {
                     progressed = true;
+                    mqtt::quickack(&conn.stream);
                     while let Some(packet) = conn.decode()? {
                         on_ack(
                             packet,
@@ -728,6 +729,7 @@ async fn subscribe_loop(
         if n == 0 {
             bail!("subscriber {index}: the broker closed the connection");
         }
+        mqtt::quickack(&conn.stream);
         while let Some(packet) = conn.decode()? {
             match packet {
                 Packet::Publish(publish) => {

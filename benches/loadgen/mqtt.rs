@@ -257,3 +257,14 @@ pub fn read_stamp(payload: &[u8]) -> Option<(u32, u64, u64)> {
     let sent = u64::from_le_bytes(payload.get(12..20)?.try_into().ok()?);
     Some((publisher, seq, sent))
 }
+
+/// Has the kernel acknowledge what was just read at once instead of on the delayed-ACK timer (up
+/// to 40 ms). A broker that leaves Nagle on (mosquitto does) holds its next small segment until
+/// the previous one is acknowledged, so a client with nothing to send back would stall it. Linux
+/// leaves quick-ack mode as it sees fit, so this is set again after every read.
+pub fn quickack(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+}

@@ -280,19 +280,27 @@ fn row_key(v: &Value) -> String {
     }
 }
 
-/// The figure compared for a row (lower is better for latency and memory), and its display.
-fn figure(v: &Value) -> Option<(f64, String)> {
+/// The figures compared for a row (throughput; latency p50 and p99; KiB per idle connection).
+/// Lower is better for latency and memory.
+fn figures(v: &Value) -> Option<Vec<f64>> {
     if v["scenario"] == "idle" {
-        let kib = v["per_connection_bytes"].as_f64()? / 1024.0;
-        return Some((kib, format!("{kib:.2}")));
+        return Some(vec![v["per_connection_bytes"].as_f64()? / 1024.0]);
     }
     if v["rate"].is_number() {
-        let p50 = v["latency_us"]["p50"].as_f64()? / 1000.0;
-        let p99 = v["latency_us"]["p99"].as_f64()? / 1000.0;
-        return Some((p99, format!("{p50:.2} / {p99:.2}")));
+        let ms = |q: &str| v["latency_us"][q].as_f64().map(|us| us / 1000.0);
+        return Some(vec![ms("p50")?, ms("p99")?]);
     }
-    let rate = v["deliveries_per_s"].as_f64()?;
-    Some((rate, si(rate)))
+    Some(vec![v["deliveries_per_s"].as_f64()?])
+}
+
+/// How a row's figures are shown.
+fn show_figures(v: &Value, xs: &[f64]) -> String {
+    match xs {
+        [p50, p99] => format!("{p50:.2} / {p99:.2}"),
+        [x] if v["scenario"] == "idle" => format!("{x:.2}"),
+        [x] => si(*x),
+        _ => "-".to_owned(),
+    }
 }
 
 /// 1234567 as "1.23 M", 45678 as "45.7 k".
@@ -377,11 +385,17 @@ pub fn print_table(files: &[PathBuf], labels: &[String]) -> anyhow::Result<()> {
                 .unwrap_or(&empty)
                 .iter()
                 .collect();
-            let figures: Vec<(f64, String)> = rs.iter().filter_map(|v| figure(v)).collect();
-            // The run whose compared figure is the median (lower middle for even counts).
-            let mut sorted = figures.clone();
-            sorted.sort_by(|x, y| x.0.total_cmp(&y.0));
-            let mid = sorted.get(sorted.len().saturating_sub(1) / 2).cloned();
+            let all: Vec<Vec<f64>> = rs.iter().filter_map(|v| figures(v)).collect();
+            // The median of each figure on its own (p50 and p99 may come from different runs).
+            let width = all.first().map_or(0, Vec::len);
+            let medians: Option<Vec<f64>> = (0..width)
+                .map(|i| median(all.iter().filter_map(|f| f.get(i).copied()).collect()))
+                .collect();
+            let shown = match (&medians, rs.first()) {
+                (Some(m), Some(v)) if !m.is_empty() => show_figures(v, m),
+                _ if rs.is_empty() => "not run".to_owned(),
+                _ => "no result".to_owned(),
+            };
             let cpu = median(
                 rs.iter()
                     .filter_map(|v| v["broker"]["cpu_percent"].as_f64())
@@ -392,25 +406,23 @@ pub fn print_table(files: &[PathBuf], labels: &[String]) -> anyhow::Result<()> {
                     .filter_map(|v| v["broker"]["peak_rss_kib"].as_f64())
                     .collect(),
             );
-            (mid, verdicts(&rs), cpu, rss, rs.len())
+            (medians.unwrap_or_default(), shown, verdicts(&rs), cpu, rss)
         };
-        let (fa, va, ca, ra, na) = side(a);
-        let (fb, vb, cb, rb, nb) = side(b);
-        let show = |f: &Option<(f64, String)>, n: usize| match f {
-            Some((_, s)) => s.clone(),
-            None if n == 0 => "not run".to_owned(),
-            None => "no result".to_owned(),
-        };
-        let ratio = match (&fa, &fb) {
-            (Some((x, _)), Some((y, _))) if *y > 0.0 => format!("{:.2}", x / y),
-            _ => "-".to_owned(),
+        let (ma, sa, va, ca, ra) = side(a);
+        let (mb, sb, vb, cb, rb) = side(b);
+        let ratio = if !ma.is_empty() && ma.len() == mb.len() && mb.iter().all(|y| *y > 0.0) {
+            ma.iter()
+                .zip(&mb)
+                .map(|(x, y)| format!("{:.2}", x / y))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        } else {
+            "-".to_owned()
         };
         let num =
             |x: Option<f64>, digits: usize| x.map_or("-".to_owned(), |x| format!("{x:.digits$}"));
         println!(
-            "| {row} | {} | {} | {ratio} | {va} / {vb} | {} / {} | {} / {} |",
-            show(&fa, na),
-            show(&fb, nb),
+            "| {row} | {sa} | {sb} | {ratio} | {va} / {vb} | {} / {} | {} / {} |",
             num(ca, 0),
             num(cb, 0),
             num(ra.map(|k| k / 1024.0), 1),
