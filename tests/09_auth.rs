@@ -8,7 +8,6 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::flows::{QUIET, sub_opts, subscribe_packet};

@@ -186,6 +186,32 @@ mod tests {
     }
 
     #[test]
+    fn a_conf_extension_or_the_flag_reads_a_mosquitto_conf() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "listener 2001 127.0.0.1\nmax_queued_messages 9\nsys_interval 5\n";
+        let conf = dir.path().join("mosquitto.conf");
+        let other = dir.path().join("broker-settings");
+        std::fs::write(&conf, text).expect("write");
+        std::fs::write(&other, text).expect("write");
+        for args in [
+            ["-c", conf.to_str().expect("utf-8")],
+            ["--mosquitto-config", other.to_str().expect("utf-8")],
+        ] {
+            let (config, warnings) = parse(&args).load_with_warnings().expect("loads");
+            assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:2001");
+            assert_eq!(config.limits.max_queued_messages, 9);
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(warnings[0].contains("sys_interval"), "{warnings:?}");
+        }
+        // Without the extension or the flag, the same text is TOML, and not valid TOML.
+        assert!(
+            parse(&["-c", other.to_str().expect("utf-8")])
+                .load()
+                .is_err()
+        );
+    }
+
+    #[test]
     fn passwd_takes_mosquitto_passwd_arguments() {
         let cli = parse(&["passwd", "-c", "-b", "/tmp/pw", "alice", "secret"]);
         let Some(Command::Passwd(args)) = cli.command else {

@@ -58,6 +58,8 @@ struct Reader<'a> {
     default_listener: Pending,
     listeners: Vec<Pending>,
     per_listener_settings: bool,
+    /// Whether an auth directive was read: `per_listener_settings` must come before any.
+    auth_seen: bool,
     persistence: bool,
     persistence_location: Option<PathBuf>,
     log_level: Option<u8>,
@@ -76,6 +78,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Translated, ConfigError> {
         default_listener: Pending::default(),
         listeners: Vec::new(),
         per_listener_settings: false,
+        auth_seen: false,
         persistence: false,
         persistence_location: None,
         log_level: None,
@@ -116,6 +119,7 @@ impl Reader<'_> {
 
     /// Where auth directives go: the current listener with `per_listener_settings`, else global.
     fn auth(&mut self) -> &mut AuthConfig {
+        self.auth_seen = true;
         if self.per_listener_settings {
             &mut self.listener().auth
         } else {
@@ -169,7 +173,14 @@ impl Reader<'_> {
             "use_identity_as_username" => {
                 self.listener().use_identity_as_username = boolean(directive, value)?
             }
-            "per_listener_settings" => self.per_listener_settings = boolean(directive, value)?,
+            "per_listener_settings" => {
+                self.per_listener_settings = boolean(directive, value)?;
+                if self.per_listener_settings && self.auth_seen {
+                    return Err("per_listener_settings must come before allow_anonymous, \
+                                password_file and acl_file, as in mosquitto"
+                        .into());
+                }
+            }
             "allow_anonymous" => self.auth().allow_anonymous = Some(boolean(directive, value)?),
             "password_file" => self.auth().password_file = Some(text(directive, value)?.into()),
             "acl_file" => self.auth().acl_file = Some(text(directive, value)?.into()),
@@ -570,6 +581,7 @@ mod tests {
             ("listener 1883\nprotocol ws\n", 2),
             ("password_file\n", 1),
             ("max_keepalive -5\n", 1),
+            ("acl_file /a\nper_listener_settings true\n", 2),
         ] {
             let err = refused(text);
             assert!(
