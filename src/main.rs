@@ -10,16 +10,22 @@ fn main() -> anyhow::Result<()> {
     if let Some(Command::Passwd(args)) = &cli.command {
         return starling::auth::passwd::run(&args.request());
     }
-    let config = cli.load()?;
-    if cli.print_config {
-        print!("{}", config.to_toml());
-        return Ok(());
-    }
-    if cli.check_config {
-        println!("configuration is valid");
+    let (config, warnings) = cli.load_with_warnings()?;
+    if cli.print_config || cli.check_config {
+        for warning in &warnings {
+            eprintln!("warning: {warning}");
+        }
+        if cli.print_config {
+            print!("{}", config.to_toml());
+        } else {
+            println!("configuration is valid");
+        }
         return Ok(());
     }
     init_logging(&config.log.level, config.log.format)?;
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("starling-worker");
     // Run woken connections in the order their sockets became ready: with tokio's LIFO slot, the

@@ -7,12 +7,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use bytes::Bytes;
 use common::flows::{QUIET, sub_opts, subscribe_packet};
-use common::tools::{find_program, tool_available};
+use common::tools::{Mosquitto, find_program, free_port, running_as_root, tool_available};
 use common::{RawClient, TestBroker, connect_packet, connect_with_will, pid, will};
 use starling::codec::{ConnAck, Packet, ProtocolVersion, PubResponse, QoS, ReasonCode};
 use starling::config::{AuthConfig, ListenerConfig};
@@ -236,14 +235,7 @@ async fn files_written_by_starling_passwd_are_accepted() {
 /// The real mosquitto broker reads a file `starling passwd` wrote: right password accepted,
 /// wrong one refused (mosquitto answers 5, Not authorized).
 async fn mosquitto_reads(file: &Path, user: &str, password: &str) {
-    let Some(mosquitto) = find_program("mosquitto", &["/usr/sbin", "/usr/local/sbin"]) else {
-        tool_available(false, "the mosquitto broker not found", "install mosquitto");
-        return;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let dir = file.parent().expect("dir");
     let conf = write(
         dir,
@@ -251,54 +243,17 @@ async fn mosquitto_reads(file: &Path, user: &str, password: &str) {
         &format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n{}",
             file.display(),
-            // Started as root, mosquitto drops to user `mosquitto`, which cannot read our
-            // owner-only file: stay root.
             if running_as_root() { "user root\n" } else { "" }
         ),
     );
-    let child = Command::new(mosquitto)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mosquitto");
-    let _guard = KillOnDrop(child);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    {
-        let deadline = tokio::time::Instant::now() + common::RECV_TIMEOUT;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "mosquitto did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (_, ok) = connect_as(addr, V311, "m1", Some(user), Some(password)).await;
-        assert_eq!(ok.reason, ReasonCode::Success, "mosquitto accepts the hash");
-        let (_, bad) = connect_as(addr, V311, "m2", Some(user), Some("wrong")).await;
-        assert_eq!(bad.reason, ReasonCode::NotAuthorized, "mosquitto refuses");
-    }
-}
-
-#[cfg(unix)]
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-#[cfg(not(unix))]
-fn running_as_root() -> bool {
-    false
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let Some(_mosquitto) = Mosquitto::start(&conf, addr) else {
+        return;
+    };
+    let (_, ok) = connect_as(addr, V311, "m1", Some(user), Some(password)).await;
+    assert_eq!(ok.reason, ReasonCode::Success, "mosquitto accepts the hash");
+    let (_, bad) = connect_as(addr, V311, "m2", Some(user), Some("wrong")).await;
+    assert_eq!(bad.reason, ReasonCode::NotAuthorized, "mosquitto refuses");
 }
 
 // ---------------------------------------------------------------------------------------------

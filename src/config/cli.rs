@@ -5,16 +5,21 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::{Config, ConfigError, ListenerConfig};
+use super::{Config, ConfigError, ListenerConfig, mosquitto};
 use crate::storage::{StoreKind, SyncMode};
 
 /// Starling, an MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Debug, Parser)]
 #[command(name = "starling", version, about, long_about = None)]
 pub struct Cli {
-    /// TOML config file; every setting can be given there (see config/starling.toml).
+    /// TOML config file; every setting can be given there (see config/starling.toml). A name
+    /// ending in `.conf` is read as a mosquitto.conf.
     #[arg(short = 'c', long, value_name = "FILE", env = "STARLING_CONFIG")]
     pub config: Option<PathBuf>,
+
+    /// A mosquitto 2 mosquitto.conf to read instead of a TOML file, whatever its name.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub mosquitto_config: Option<PathBuf>,
 
     /// Address to listen on for MQTT over TCP; repeat for several. Replaces the file's listeners.
     #[arg(short = 'l', long = "listen", value_name = "ADDR")]
@@ -93,9 +98,23 @@ impl PasswdArgs {
 impl Cli {
     /// The effective configuration: defaults, then the file, then the flags; validated.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
+        self.load_with_warnings().map(|(config, _)| config)
+    }
+
+    /// Like [`Cli::load`], also returning what a mosquitto.conf held that Starling does not
+    /// support, for the caller to log once logging is set up.
+    pub fn load_with_warnings(&self) -> Result<(Config, Vec<String>), ConfigError> {
+        let mosquitto_conf = self.mosquitto_config.as_ref().or(self
+            .config
+            .as_ref()
+            .filter(|path| mosquitto::is_mosquitto_conf(path)));
+        let (mut config, warnings) = match (mosquitto_conf, &self.config) {
+            (Some(path), _) => {
+                let translated = mosquitto::from_file(path)?;
+                (translated.config, translated.warnings)
+            }
+            (None, Some(path)) => (Config::from_file(path)?, Vec::new()),
+            (None, None) => (Config::default(), Vec::new()),
         };
         if !self.listen.is_empty() {
             config.listeners = self
@@ -118,7 +137,7 @@ impl Cli {
             config.log.level = level.clone();
         }
         config.validate()?;
-        Ok(config)
+        Ok((config, warnings))
     }
 }
 
@@ -164,6 +183,32 @@ mod tests {
         let ports: Vec<u16> = overridden.listeners.iter().map(|l| l.bind.port()).collect();
         assert_eq!(ports, vec![3000, 3001]);
         assert_eq!(overridden.limits.max_queued_messages, 7, "file values stay");
+    }
+
+    #[test]
+    fn a_conf_extension_or_the_flag_reads_a_mosquitto_conf() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "listener 2001 127.0.0.1\nmax_queued_messages 9\nsys_interval 5\n";
+        let conf = dir.path().join("mosquitto.conf");
+        let other = dir.path().join("broker-settings");
+        std::fs::write(&conf, text).expect("write");
+        std::fs::write(&other, text).expect("write");
+        for args in [
+            ["-c", conf.to_str().expect("utf-8")],
+            ["--mosquitto-config", other.to_str().expect("utf-8")],
+        ] {
+            let (config, warnings) = parse(&args).load_with_warnings().expect("loads");
+            assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:2001");
+            assert_eq!(config.limits.max_queued_messages, 9);
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(warnings[0].contains("sys_interval"), "{warnings:?}");
+        }
+        // Without the extension or the flag, the same text is TOML, and not valid TOML.
+        assert!(
+            parse(&["-c", other.to_str().expect("utf-8")])
+                .load()
+                .is_err()
+        );
     }
 
     #[test]

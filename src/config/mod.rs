@@ -6,6 +6,7 @@
 
 mod cli;
 mod limits;
+pub mod mosquitto;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -229,6 +230,12 @@ pub enum ConfigError {
     Parse {
         path: PathBuf,
         source: Box<toml::de::Error>,
+    },
+    #[error("{}:{line}: {message}", path.display())]
+    Mosquitto {
+        path: PathBuf,
+        line: usize,
+        message: String,
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),

@@ -272,6 +272,71 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// The real mosquitto broker run with a config file, killed when dropped; `None` (after a
+/// SKIPPED line, or a failure when interop is required) when it is not installed.
+pub struct Mosquitto {
+    child: Child,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto -c conf` and waits until `addr` accepts connections.
+    pub fn start(conf: &Path, addr: SocketAddr) -> Option<Mosquitto> {
+        let Some(program) = find_program("mosquitto", &["/usr/sbin", "/usr/local/sbin"]) else {
+            tool_available(false, "the mosquitto broker not found", "install mosquitto");
+            return None;
+        };
+        let child = Command::new(program)
+            .arg("-c")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let mut broker = Mosquitto { child };
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!("mosquitto -c {} exited: {status}", conf.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {addr}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        Some(broker)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Started as root, mosquitto drops to user `mosquitto`, which cannot read a test's owner-only
+/// files: a config for it then needs `user root`.
+#[cfg(unix)]
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[cfg(not(unix))]
+pub fn running_as_root() -> bool {
+    false
+}
+
+/// A free loopback port (bound and released), for configs that must name one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A client tool, its stdout and stderr lines collected as they come; killed when dropped.
 pub struct Tool {
     pub name: String,
