@@ -77,7 +77,11 @@ fn bench_fanout(c: &mut Criterion) {
                     for slot in &slots {
                         drained.clear();
                         slot.pop_batch(&mut drained, usize::MAX, usize::MAX);
-                        debug_assert_eq!(drained.len() as u64, n, "every session got every message");
+                        debug_assert_eq!(
+                            drained.len() as u64,
+                            n,
+                            "every session got every message"
+                        );
                     }
                     left -= n;
                 }

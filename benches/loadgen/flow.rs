@@ -195,6 +195,7 @@ pub async fn run(shape: Shape, args: FlowArgs) -> anyhow::Result<String> {
     let common = &args.common;
     let target = loopback_target(common).await?;
     let version = common.mqtt.protocol();
+    let persistent = common.persistent;
     let limit = Duration::from_secs_f64(common.connect_timeout);
     let tag = run_tag();
 
@@ -203,7 +204,7 @@ pub async fn run(shape: Shape, args: FlowArgs) -> anyhow::Result<String> {
     for (i, filter) in plan.sub_filters.iter().enumerate() {
         let (filter, qos, id) = (filter.clone(), plan.qos, format!("lg-{tag}-s{i}"));
         subs.spawn(async move {
-            let mut conn = Conn::open(target, None, &id, version, limit).await?;
+            let mut conn = Conn::open(target, None, &id, version, persistent, limit).await?;
             conn.subscribe(&filter, qos).await?;
             anyhow::Ok((i, conn))
         });
@@ -213,7 +214,7 @@ pub async fn run(shape: Shape, args: FlowArgs) -> anyhow::Result<String> {
     for i in 0..plan.publishers() {
         let id = format!("lg-{tag}-p{i}");
         pubs.spawn(async move {
-            let conn = Conn::open(target, None, &id, version, limit).await?;
+            let conn = Conn::open(target, None, &id, version, persistent, limit).await?;
             anyhow::Ok((i, conn))
         });
     }

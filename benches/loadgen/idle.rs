@@ -43,7 +43,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<String> {
             let source = source_for(target, i, args.per_source);
             let (filter, id) = (format!("lg/{tag}/idle/{i}"), format!("lg-{tag}-i{i}"));
             set.spawn(async move {
-                let mut conn = Conn::open(target, source, &id, version, limit).await?;
+                let mut conn = Conn::open(target, source, &id, version, false, limit).await?;
                 conn.subscribe(&filter, QoS::AtLeastOnce)
                     .await
                     .with_context(|| format!("{id}: subscribe"))?;

@@ -78,6 +78,10 @@ pub struct Common {
     /// Seconds allowed for each TCP connect and MQTT handshake.
     #[arg(long, default_value_t = 5.0)]
     connect_timeout: f64,
+    /// Persistent sessions (3.1.1 clean session 0; 5.0 session expiry 300 s), so a broker with
+    /// persistence stores every QoS 1/2 delivery: for durability benchmarks. Default: clean.
+    #[arg(long)]
+    persistent: bool,
 }
 
 /// MQTT protocol version on the wire.

@@ -37,15 +37,17 @@ pub struct Conn {
 
 impl Conn {
     /// Opens a TCP connection (from `source` when given) with TCP_NODELAY, and completes the
-    /// MQTT handshake with a clean session, within `limit`.
+    /// MQTT handshake with a clean session (or a persistent one: `persistent`), within `limit`.
     pub async fn open(
         target: SocketAddr,
         source: Option<IpAddr>,
         client_id: &str,
         version: ProtocolVersion,
+        persistent: bool,
         limit: Duration,
     ) -> anyhow::Result<Conn> {
-        tokio::time::timeout(limit, Self::open_inner(target, source, client_id, version))
+        let open = Self::open_inner(target, source, client_id, version, persistent);
+        tokio::time::timeout(limit, open)
             .await
             .with_context(|| format!("{client_id}: no CONNACK within {limit:?}"))?
     }
@@ -55,6 +57,7 @@ impl Conn {
         source: Option<IpAddr>,
         client_id: &str,
         version: ProtocolVersion,
+        persistent: bool,
     ) -> anyhow::Result<Conn> {
         let socket = if target.is_ipv4() {
             TcpSocket::new_v4()
@@ -84,13 +87,19 @@ impl Conn {
         };
         let connect = Packet::Connect(Box::new(Connect {
             protocol: version,
-            clean_start: true,
+            // 5.0: clean start with an expiry is a new persistent session; 3.1.1: clean
+            // session 0 is the only way to get one.
+            clean_start: !persistent || version == ProtocolVersion::V5,
             keep_alive: KEEP_ALIVE_SECS,
             client_id: client_id.to_owned(),
             will: None,
             username: None,
             password: None,
-            properties: ConnectProperties::default(),
+            properties: ConnectProperties {
+                session_expiry_interval: (persistent && version == ProtocolVersion::V5)
+                    .then_some(300),
+                ..ConnectProperties::default()
+            },
         }));
         conn.send(&connect).await?;
         match conn.next_packet().await? {
