@@ -67,6 +67,12 @@ impl Outbound {
             QoS::ExactlyOnce => OutboundState::AwaitingPubRec,
             _ => OutboundState::AwaitingPubAck,
         };
+        self.insert(id, delivery, state);
+        Some(id)
+    }
+
+    /// Adds an exchange after every one already started.
+    fn insert(&mut self, id: PacketId, delivery: Delivery, state: OutboundState) {
         let order = self.next_order;
         self.next_order += 1;
         self.inflight.insert(
@@ -77,7 +83,6 @@ impl Outbound {
                 order,
             },
         );
-        Some(id)
     }
 
     fn free_id(&mut self) -> Option<PacketId> {
@@ -143,17 +148,8 @@ impl Outbound {
 
     /// Puts back an exchange loaded from the store, with its packet id; call in send order.
     pub fn restore(&mut self, id: PacketId, delivery: Delivery, state: OutboundState) {
-        let order = self.next_order;
-        self.next_order += 1;
         self.last_id = id.get();
-        self.inflight.insert(
-            id.get(),
-            OutboundEntry {
-                delivery,
-                state,
-                order,
-            },
-        );
+        self.insert(id, delivery, state);
     }
 
     /// Every unacknowledged exchange in the order it was started, for resending on resume.
