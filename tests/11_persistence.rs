@@ -12,20 +12,17 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::flows::{publish_packet, retained_packet};
+use common::tools::BrokerProcess;
 use common::{RawClient, connect_packet, pid};
 use starling::codec::{self, Packet, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode};
 use tokio::io::AsyncWriteExt;
-
-const BIN: &str = env!("CARGO_BIN_EXE_starling");
 
 /// Messages each publisher sends.
 const BURST: u16 = 300;
@@ -34,61 +31,31 @@ const WINDOW: usize = 16;
 /// QoS 1 acknowledgements after which the broker is killed.
 const KILL_AFTER: usize = 100;
 
-/// A broker child process on a data directory, killed when dropped.
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
+/// The `starling` binary on a data directory (killed when dropped).
+fn start_broker(data_dir: &Path, backend: &str, sync: &str) -> BrokerProcess {
+    let dir = data_dir.to_str().expect("a UTF-8 temp path");
+    let args = [
+        "-l",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+        "--store",
+        backend,
+        "--sync",
+        sync,
+    ];
+    BrokerProcess::start_with(&args, 1)
 }
 
-impl Broker {
-    fn start(data_dir: &Path, backend: &str, sync: &str) -> Broker {
-        let mut child = Command::new(BIN)
-            .args(["-l", "127.0.0.1:0", "--log-level", "warn", "--data-dir"])
-            .arg(data_dir)
-            .args(["--store", backend, "--sync", sync])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn starling");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Broker { child, addr }
-    }
-
-    fn kill9(&mut self) {
-        let status = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-
-    fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "clean shutdown: {status}");
-    }
+fn kill9(broker: &mut BrokerProcess) {
+    broker.signal("KILL");
+    broker.wait_exit();
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn terminate(broker: &mut BrokerProcess) {
+    broker.signal("TERM");
+    let status = broker.wait_exit();
+    assert!(status.success(), "clean shutdown: {status}");
 }
 
 /// A 3.1.1 or 5.0 client whose session outlives its connection.
@@ -207,7 +174,7 @@ async fn ack(client: &mut RawClient, publish: &Publish) {
 /// The whole scenario for one backend in `always` mode.
 async fn acknowledged_messages_survive_kill_9(backend: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = Broker::start(dir.path(), backend, "always");
+    let mut broker = start_broker(dir.path(), backend, "always");
 
     // Subscribers: both persistent, both offline during the burst.
     let subscribers = [
@@ -242,7 +209,7 @@ async fn acknowledged_messages_survive_kill_9(backend: &str) {
         assert!(tokio::time::Instant::now() < deadline, "the burst stalled");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    broker.kill9();
+    kill9(&mut broker);
     let q1 = q1.await.expect("QoS 1 publisher");
     let q2 = q2.await.expect("QoS 2 publisher");
     assert!(
@@ -251,7 +218,7 @@ async fn acknowledged_messages_survive_kill_9(backend: &str) {
         q1.acked.len()
     );
 
-    let broker = Broker::start(dir.path(), backend, "always");
+    let broker = start_broker(dir.path(), backend, "always");
 
     // The QoS 2 publisher resumes: PUBREL for what got PUBREC, the PUBLISH again (DUP) for
     // what did not. The broker must not route a message twice.
@@ -351,7 +318,7 @@ async fn sled_keeps_acknowledged_messages_through_kill_9() {
 #[tokio::test]
 async fn periodic_mode_keeps_everything_across_a_clean_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = Broker::start(dir.path(), "redb", "periodic");
+    let mut broker = start_broker(dir.path(), "redb", "periodic");
     let (mut sub, _) = connect_persistent(broker.addr, ProtocolVersion::V5, "sub", true).await;
     sub.subscribe("p/#", QoS::AtLeastOnce).await;
     assert!(sub.disconnect().await.is_empty());
@@ -366,9 +333,9 @@ async fn periodic_mode_keeps_everything_across_a_clean_restart() {
         .publish_and_wait(retained_packet("p/state", b"kept", QoS::AtLeastOnce, 51))
         .await;
     drop(publisher);
-    broker.terminate();
+    terminate(&mut broker);
 
-    let broker = Broker::start(dir.path(), "redb", "periodic");
+    let broker = start_broker(dir.path(), "redb", "periodic");
     let (mut sub, present) =
         connect_persistent(broker.addr, ProtocolVersion::V5, "sub", false).await;
     assert!(present);

@@ -215,6 +215,11 @@ impl BrokerProcess {
         self.child.id()
     }
 
+    /// Waits for the process to exit (after [`BrokerProcess::signal`]).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait for starling")
+    }
+
     /// Sends `signal` (a name `kill` knows, such as `HUP`) to the broker.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
