@@ -4,12 +4,15 @@
 //! addresses before any client connects; [`Server::run`] serves until its shutdown future
 //! completes, then stops accepting, asks every connected client to leave (5.0: DISCONNECT 0x8B)
 //! and waits for the connection tasks to finish. Every task is tracked: none is detached.
+//! While it runs, SIGHUP reloads what can change (see [`crate::reload`]); the `$SYS` tree and
+//! the HTTP listener run as tasks of their own.
 
 use std::fs::File;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -24,6 +27,9 @@ use crate::broker::{Broker, Housekeeping};
 use crate::codec::ReasonCode;
 use crate::config::{Config, ListenerConfig};
 use crate::connection;
+use crate::http::{BrokerInfo, HttpListener};
+use crate::metrics::RefusalReason;
+use crate::reload::{self, Reload, Reloader};
 use crate::storage::{self, Store, StoreError, StoreKind, StoreWriter};
 use crate::transport::Stream;
 
@@ -63,6 +69,8 @@ pub struct Server {
     housekeeping: Housekeeping,
     listeners: Vec<(ListenerConfig, TcpListener)>,
     security: Arc<Security>,
+    http: Option<HttpListener>,
+    reloader: Option<Reloader>,
     /// Held for the server's lifetime: the lock that keeps a second broker out of the data dir.
     _data_dir_lock: Option<File>,
 }
@@ -120,6 +128,12 @@ impl Server {
                     })?;
             listeners.push((listener.clone(), socket));
         }
+        let http = HttpListener::bind(&config)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: config.http.bind.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                source,
+            })?;
         let snapshot = match &store {
             // Blocking the runtime here is fine: nothing else runs before the broker starts.
             Some(store) => Some(store.load().map_err(RunError::Store)?),
@@ -151,9 +165,22 @@ impl Server {
             housekeeping: Housekeeping::new(timer_rx),
             listeners,
             security,
+            http,
+            reloader: None,
             config,
             _data_dir_lock: data_dir_lock,
         })
+    }
+
+    /// The HTTP listener's address (port 0 resolved), if `[http] bind` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|http| http.local_addr().ok())
+    }
+
+    /// How SIGHUP re-reads the configuration (the binary sets this; without it a SIGHUP re-reads
+    /// the password and ACL files only).
+    pub fn set_reloader(&mut self, reloader: Reloader) {
+        self.reloader = Some(reloader);
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -176,12 +203,16 @@ impl Server {
 
     /// Serves until `shutdown` completes, then shuts down in order.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let started = tokio::time::Instant::now().into_std();
+        let local_addrs = self.local_addrs();
         let Server {
             config,
             broker,
             housekeeping,
             listeners,
             security,
+            http,
+            reloader,
             _data_dir_lock,
         } = self;
         let rate = ConnectionRate::new(config.limits.max_connection_rate).map(Arc::new);
@@ -195,6 +226,7 @@ impl Server {
             info!("Opening listener on {addr} (mqtt over tcp).");
             let accept = AcceptLoop {
                 socket,
+                sockets: broker.metrics().listener(addr.to_string()),
                 broker: broker.clone(),
                 tasks: tasks.clone(),
                 stop: stop.clone(),
@@ -205,8 +237,33 @@ impl Server {
             };
             tasks.spawn(accept.run());
         }
+        if config.sys_interval != 0 {
+            let interval = Duration::from_secs(u64::from(config.sys_interval));
+            tasks.spawn(crate::sys::run(broker.clone(), interval, stop.clone()));
+        }
+        if let Some(http) = http {
+            let info = BrokerInfo {
+                started,
+                listeners: local_addrs,
+                config: config.clone(),
+            };
+            http.spawn(broker.clone(), info, &tasks, stop.clone());
+        }
 
-        shutdown.await;
+        let mut reload = Reload {
+            reloader,
+            current: config,
+            broker: broker.clone(),
+            security,
+        };
+        let mut hangups = reload::hangups();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = hangups.next() => reload.run(),
+            }
+        }
         info!("Shutting down: no new connections; asking clients to leave.");
         stop.cancel();
         broker.close_all(ReasonCode::ServerShuttingDown);
@@ -248,6 +305,8 @@ fn lock_data_dir(dir: &Path) -> Result<File, RunError> {
 
 struct AcceptLoop {
     socket: TcpListener,
+    /// TCP connections accepted here (`mqtt_sockets_total`).
+    sockets: Arc<AtomicU64>,
     broker: Arc<Broker>,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -276,11 +335,13 @@ impl AcceptLoop {
     }
 
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
+        self.sockets.fetch_add(1, Ordering::Relaxed);
         if let Some(rate) = &self.rate
             && let Admission::Refused { first } =
                 rate.admit(peer.ip(), tokio::time::Instant::now().into_std())
         {
             // One line per burst: a flood must not flood the log too.
+            self.broker.metrics().refused(RefusalReason::RateLimited);
             if first {
                 warn!(%peer, "connection refused: max_connection_rate exceeded for this address");
             }
@@ -288,7 +349,8 @@ impl AcceptLoop {
         }
         let Some(permits) = self.permits() else {
             // Closing at once tells the client to retry elsewhere or later, as mosquitto does.
-            info!(%peer, "connection refused: max_connections reached");
+            self.broker.metrics().refused(RefusalReason::MaxConnections);
+            info!("Client connection from {peer} denied: max_connections exceeded.");
             return;
         };
         if let Err(e) = tcp.set_nodelay(true) {

@@ -33,6 +33,10 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "MODE")]
     pub sync: Option<SyncMode>,
 
+    /// Serve metrics, the admin API and the dashboard over HTTP on ADDR (replaces http.bind).
+    #[arg(long = "http", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+
     /// Log filter: error, warn, info, debug, trace, or per module (starling=debug,info).
     #[arg(long, value_name = "LEVEL", env = "STARLING_LOG")]
     pub log_level: Option<String>,
@@ -113,6 +117,9 @@ impl Cli {
         }
         if let Some(sync) = self.sync {
             config.storage.sync = sync;
+        }
+        if let Some(addr) = self.http {
+            config.http.bind = Some(addr);
         }
         if let Some(level) = &self.log_level {
             config.log.level = level.clone();

@@ -193,6 +193,7 @@ mod tests {
                 properties: PublishProperties::default(),
                 expires_at: None,
                 origin: None,
+                published_at: None,
             }),
             qos,
             retain: false,
