@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod flows;
+pub mod http;
 pub mod tools;
 
 pub use flows::publish_packet;
@@ -39,6 +40,8 @@ pub struct TestBroker {
     pub broker: Arc<Broker>,
     /// The password and ACL files in force, for reload tests.
     pub security: Arc<Security>,
+    /// The HTTP listener's address, when the config has `[http] bind`.
+    pub http: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -70,6 +73,7 @@ impl TestBroker {
         let addr = addrs[0];
         let broker = server.broker().clone();
         let security = server.security().clone();
+        let http = server.http_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -84,6 +88,7 @@ impl TestBroker {
             addrs,
             broker,
             security,
+            http,
             stop: Some(stop),
             task: Some(task),
         }
