@@ -163,7 +163,7 @@ impl SessionSlot {
                     warn!(
                         client = %self.client_id,
                         queued = inner.queue.len(),
-                        "outgoing messages are being dropped for client {}: its queue is full",
+                        "Outgoing messages are being dropped for client {}.",
                         self.client_id
                     );
                 }
