@@ -63,6 +63,8 @@ impl TestBroker {
     ) -> TestBroker {
         let mut config = Config {
             listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))],
+            // No `$SYS` messages unless a test asks: they would reach its `$`-topic subscribers.
+            sys_interval: 0,
             ..Config::default()
         };
         adjust(&mut config);
