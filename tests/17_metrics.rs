@@ -271,6 +271,16 @@ async fn connections_beyond_max_connections_are_counted_as_refused() {
 }
 
 #[tokio::test]
+async fn a_config_built_in_code_cannot_open_http_beyond_loopback_without_a_token() {
+    let mut config = Config::default();
+    config.listeners[0].bind = "127.0.0.1:0".parse().expect("addr");
+    config.http.bind = Some("0.0.0.0:0".parse().expect("addr"));
+    let refused = starling::Server::bind(config).await;
+    let error = refused.err().expect("refused").to_string();
+    assert!(error.contains("needs http.token"), "{error}");
+}
+
+#[tokio::test]
 async fn without_http_bind_there_is_no_http_listener() {
     let broker = TestBroker::start().await;
     assert!(broker.http.is_none());

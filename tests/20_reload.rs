@@ -179,6 +179,27 @@ async fn sighup_reloads_log_level_and_limits_and_keeps_connections() {
     client.ping().await;
 }
 
+#[test]
+fn an_http_listener_beyond_loopback_without_a_token_is_refused() {
+    let refused = Command::new(BIN)
+        .args(["--http", "0.0.0.0:0", "--check-config"])
+        .output()
+        .expect("run starling");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("set http.token"), "{stderr}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("starling.toml");
+    std::fs::write(&path, "[http]\nbind = \"0.0.0.0:0\"\ntoken = \"t\"\n").expect("write");
+    let accepted = Command::new(BIN)
+        .arg("-c")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .expect("run starling");
+    assert!(accepted.status.success(), "{accepted:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().expect("tempdir");

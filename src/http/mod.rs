@@ -55,11 +55,18 @@ pub struct HttpListener {
 }
 
 impl HttpListener {
-    /// Binds `[http] bind`, if set.
+    /// Binds `[http] bind`, if set. Refuses an address beyond loopback without a token (config
+    /// validation says so first; this also holds for a `Config` built in code).
     pub async fn bind(config: &Config) -> std::io::Result<Option<HttpListener>> {
         let Some(addr) = config.http.bind else {
             return Ok(None);
         };
+        if !addr.ip().is_loopback() && config.http.token.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "an HTTP listener beyond loopback needs http.token",
+            ));
+        }
         let socket = TcpListener::bind(addr).await?;
         Ok(Some(HttpListener {
             socket,
