@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::flows::{retained_packet, sub_opts, subscribe_packet};
-use common::http::{HttpResponse, get, request};
+use common::http::{HttpResponse, get, request, request_with};
 use common::{RawClient, TestBroker};
 use serde_json::Value;
 use starling::codec::{Packet, ProtocolVersion, QoS, ReasonCode};
@@ -89,6 +89,53 @@ async fn every_endpoint_but_the_probes_and_the_page_needs_the_token() {
     assert_eq!(metrics.status, 200);
     assert!(metrics.body.contains("mqtt_connections_current"));
     broker.stop().await;
+}
+
+#[tokio::test]
+async fn requests_a_page_from_another_site_could_send_are_refused() {
+    // With a token: a state-changing request carrying a foreign Origin.
+    let broker = TestBroker::start_with(with_http).await;
+    let http = broker.http.expect("HTTP listener");
+    let (mut client, _) = RawClient::connect(broker.addr, V311, "victim", true).await;
+    let bearer = format!("Bearer {TOKEN}");
+    for origin in ["http://evil.example", "null"] {
+        let headers = [("Authorization", bearer.as_str()), ("Origin", origin)];
+        let response = request_with(http, "POST", "/api/clients/victim/kick", &headers, None).await;
+        assert_eq!(response.status, 403, "{origin}: {}", response.body);
+    }
+    let same = format!("http://{http}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", same.as_str()),
+    ];
+    let response = request_with(http, "GET", "/api/clients/victim", &headers, None).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    client.ping().await; // not kicked
+    broker.stop().await;
+
+    // Without a token (loopback only): a Host that is not loopback, as after DNS rebinding.
+    let open = TestBroker::start_with(|c| {
+        with_http(c);
+        c.http.token = None;
+    })
+    .await;
+    let http = open.http.expect("HTTP listener");
+    let rebound = [("Host", "evil.example:8080")];
+    let response = request_with(http, "GET", "/api/broker", &rebound, None).await;
+    assert_eq!(response.status, 403, "{}", response.body);
+    assert_eq!(
+        get(http, "/api/broker", None).await.status,
+        200,
+        "a loopback Host is fine"
+    );
+    let localhost = [("Host", "localhost")];
+    assert_eq!(
+        request_with(http, "GET", "/metrics", &localhost, None)
+            .await
+            .status,
+        200
+    );
+    open.stop().await;
 }
 
 #[tokio::test]

@@ -10,6 +10,11 @@
 //! static files must carry `Authorization: Bearer <token>` (the dashboard's script sends it,
 //! taken from the page's `#token=` fragment). The token is compared in constant time. A listener
 //! bound beyond loopback without a token is refused by config validation.
+//!
+//! Browsers: a page from another site may send requests here from the operator's browser. A
+//! `POST` or `DELETE` whose `Origin` is not this listener is refused (cross-site request
+//! forgery), and without a token the `Host` must be a loopback name, so a page whose own name was
+//! made to resolve to 127.0.0.1 (DNS rebinding) cannot pass as this listener.
 
 mod api;
 mod dashboard;
@@ -196,6 +201,9 @@ async fn handle(state: &State, request: Request<Incoming>) -> Reply {
         (&Method::GET, "/dashboard.css") => return dashboard::asset("dashboard.css"),
         _ => {}
     }
+    if let Err(why) = same_site(state.token.is_some(), &request) {
+        return json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": why }));
+    }
     if !authorized(state, &request) {
         let mut reply = json(
             StatusCode::UNAUTHORIZED,
@@ -241,6 +249,43 @@ fn readiness(state: &State) -> Reply {
         None => text(StatusCode::OK, "ready\n"),
         Some(_) => text(StatusCode::SERVICE_UNAVAILABLE, "the store is failing\n"),
     }
+}
+
+/// Refuses what a page from another site could send through the operator's browser.
+fn same_site<B>(has_token: bool, request: &Request<B>) -> Result<(), &'static str> {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    let host = header(header::HOST).unwrap_or_default();
+    if !has_token && !is_loopback_host(host) {
+        return Err("without http.token, requests must name a loopback host");
+    }
+    let changes_state = matches!(*request.method(), Method::POST | Method::DELETE);
+    if changes_state
+        && let Some(origin) = header(header::ORIGIN)
+        && origin.split_once("://").map(|(_, authority)| authority) != Some(host)
+    {
+        return Err("cross-site request refused");
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn authorized(state: &State, request: &Request<Incoming>) -> bool {
@@ -347,6 +392,71 @@ mod tests {
         assert_eq!(percent_decode("%2", false), None);
         assert_eq!(percent_decode("%zz", false), None);
         assert_eq!(percent_decode("%FF", false), None, "not UTF-8");
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised_with_and_without_ports() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.2:80",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:80",
+            "[::2]:80",
+            "127.0.0.1.evil",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn cross_site_requests_are_refused() {
+        let request = |method: Method, host: &str, origin: Option<&str>| {
+            let mut builder = Request::builder()
+                .method(method)
+                .uri("/api/x")
+                .header("host", host);
+            if let Some(origin) = origin {
+                builder = builder.header("origin", origin);
+            }
+            builder.body(()).expect("request")
+        };
+        let host = "127.0.0.1:8080";
+        assert!(same_site(false, &request(Method::GET, host, None)).is_ok());
+        assert!(
+            same_site(
+                false,
+                &request(Method::POST, host, Some("http://127.0.0.1:8080"))
+            )
+            .is_ok()
+        );
+        assert!(
+            same_site(
+                false,
+                &request(Method::POST, host, Some("http://evil.example"))
+            )
+            .is_err()
+        );
+        assert!(same_site(true, &request(Method::DELETE, host, Some("null"))).is_err());
+        assert!(
+            same_site(
+                true,
+                &request(Method::GET, host, Some("http://evil.example"))
+            )
+            .is_ok()
+        );
+        // DNS rebinding: the page's own name, resolved to loopback.
+        assert!(same_site(false, &request(Method::GET, "evil.example:8080", None)).is_err());
+        assert!(same_site(true, &request(Method::GET, "broker.example:8080", None)).is_ok());
     }
 
     #[test]
