@@ -215,6 +215,8 @@ impl Server {
             reloader,
             _data_dir_lock,
         } = self;
+        // Before any client is served: a SIGHUP from then on reloads instead of ending the process.
+        let mut hangups = reload::hangups();
         let rate = ConnectionRate::new(config.limits.max_connection_rate).map(Arc::new);
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -256,7 +258,6 @@ impl Server {
             broker: broker.clone(),
             security,
         };
-        let mut hangups = reload::hangups();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
