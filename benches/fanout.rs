@@ -61,6 +61,7 @@ fn bench_fanout(c: &mut Criterion) {
             properties: Default::default(),
             expires_at: None,
             origin: None,
+            published_at: None,
         });
         let mut drained: Vec<Delivery> = Vec::with_capacity(BATCH as usize);
         group.bench_function(format!("route_qos{}", qos.as_u8()), |b| {

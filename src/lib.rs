@@ -8,12 +8,16 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod message;
+pub mod metrics;
+pub mod reload;
 pub mod retained;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod storage;
+pub mod sys;
 pub mod topic;
 pub mod transport;
 

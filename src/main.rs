@@ -3,7 +3,10 @@
 use anyhow::Context;
 use clap::Parser;
 use starling::config::{Cli, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
+use starling::reload::Reloader;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -22,7 +25,7 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    init_logging(&config.log.level, config.log.format)?;
+    let log_filter = init_logging(&config.log.level, config.log.format)?;
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
@@ -36,25 +39,44 @@ fn main() -> anyhow::Result<()> {
     builder.disable_lifo_slot();
     let runtime = builder.build().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let server = starling::Server::bind(config).await?;
+        let mut server = starling::Server::bind(config).await?;
+        // SIGHUP reads the file again and applies the flags on top again, as at start.
+        server.set_reloader(Reloader {
+            load: Box::new(move || cli.load()),
+            set_log_level: Some(Box::new(move |level| {
+                let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                log_filter.reload(filter).map_err(|e| e.to_string())
+            })),
+        });
         for addr in server.local_addrs() {
             println!("starling {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+        }
+        if let Some(addr) = server.http_addr() {
+            println!(
+                "starling {} HTTP on http://{addr}/",
+                env!("CARGO_PKG_VERSION")
+            );
         }
         server.run(shutdown_signal()).await?;
         Ok(())
     })
 }
 
-fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+/// Installs the log subscriber; the returned handle changes its filter (SIGHUP).
+fn init_logging(
+    level: &str,
+    format: LogFormat,
+) -> anyhow::Result<reload::Handle<EnvFilter, Registry>> {
     let filter = EnvFilter::try_new(level).with_context(|| format!("log level {level:?}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let (filter, handle) = reload::Layer::new(filter);
+    let lines = tracing_subscriber::fmt::layer().with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(lines).try_init(),
+        LogFormat::Json => registry.with(lines.json()).try_init(),
     }
-    Ok(())
+    .context("cannot install the log subscriber")?;
+    Ok(handle)
 }
 
 /// Completes on SIGINT or SIGTERM.

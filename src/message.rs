@@ -35,6 +35,9 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The publishing session, or `None` for messages the broker makes itself.
     pub origin: Option<Origin>,
+    /// When the broker received (or made) it: the start of the publish-to-deliver latency.
+    /// `None` for messages that were not published live (restored from a store, stored wills).
+    pub published_at: Option<Instant>,
 }
 
 impl Message {
@@ -49,6 +52,7 @@ impl Message {
             properties: self.properties.clone(),
             expires_at: self.expires_at,
             origin: self.origin,
+            published_at: self.published_at,
         }
     }
 

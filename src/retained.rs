@@ -452,6 +452,7 @@ mod tests {
             properties: PublishProperties::default(),
             expires_at,
             origin: None,
+            published_at: None,
         })
     }
 

@@ -4,13 +4,15 @@
 //! addresses before any client connects; [`Server::run`] serves until its shutdown future
 //! completes, then stops accepting, asks every connected client to leave (5.0: DISCONNECT 0x8B)
 //! and waits for the connection tasks to finish. Every task is tracked: none is detached.
-//! While it runs, SIGHUP reloads the certificates of every TLS listener.
+//! While it runs, SIGHUP reloads what can change (see [`crate::reload`]), TLS certificates
+//! included; the `$SYS` tree and the HTTP listener run as tasks of their own.
 
 use std::fs::File;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -25,9 +27,12 @@ use crate::broker::{Broker, Housekeeping};
 use crate::codec::ReasonCode;
 use crate::config::{Config, ListenerConfig};
 use crate::connection;
+use crate::http::{BrokerInfo, HttpListener};
+use crate::metrics::RefusalReason;
+use crate::reload::{self, Hangups, Reload, Reloader};
 use crate::storage::{self, Store, StoreError, StoreKind, StoreWriter};
 use crate::transport::Acceptor;
-use crate::transport::tls::{TlsAcceptor, TlsError};
+use crate::transport::tls::TlsError;
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -73,6 +78,8 @@ pub struct Server {
     /// Taken at bind, before anyone learns the addresses, so a SIGHUP never finds the default
     /// action (ending the process) in place.
     hangups: Hangups,
+    http: Option<HttpListener>,
+    reloader: Option<Reloader>,
     /// Held for the server's lifetime: the lock that keeps a second broker out of the data dir.
     _data_dir_lock: Option<File>,
 }
@@ -137,6 +144,12 @@ impl Server {
                     })?;
             listeners.push((listener.clone(), acceptor, socket));
         }
+        let http = HttpListener::bind(&config)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: config.http.bind.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                source,
+            })?;
         let snapshot = match &store {
             // Blocking the runtime here is fine: nothing else runs before the broker starts.
             Some(store) => Some(store.load().map_err(RunError::Store)?),
@@ -168,10 +181,23 @@ impl Server {
             housekeeping: Housekeeping::new(timer_rx),
             listeners,
             security,
-            hangups: hangup_signals(),
+            hangups: reload::hangups(),
+            http,
+            reloader: None,
             config,
             _data_dir_lock: data_dir_lock,
         })
+    }
+
+    /// The HTTP listener's address (port 0 resolved), if `[http] bind` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|http| http.local_addr().ok())
+    }
+
+    /// How SIGHUP re-reads the configuration (the binary sets this; without it a SIGHUP re-reads
+    /// the password and ACL files only).
+    pub fn set_reloader(&mut self, reloader: Reloader) {
+        self.reloader = Some(reloader);
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -194,6 +220,8 @@ impl Server {
 
     /// Serves until `shutdown` completes, then shuts down in order.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let started = tokio::time::Instant::now().into_std();
+        let local_addrs = self.local_addrs();
         let Server {
             config,
             broker,
@@ -201,6 +229,8 @@ impl Server {
             listeners,
             security,
             mut hangups,
+            http,
+            reloader,
             _data_dir_lock,
         } = self;
         let rate = ConnectionRate::new(config.limits.max_connection_rate).map(Arc::new);
@@ -221,6 +251,7 @@ impl Server {
                 socket,
                 acceptor: Arc::new(acceptor),
                 handshake_timeout,
+                sockets: broker.metrics().listener(addr.to_string()),
                 broker: broker.clone(),
                 tasks: tasks.clone(),
                 stop: stop.clone(),
@@ -231,17 +262,31 @@ impl Server {
             };
             tasks.spawn(accept.run());
         }
+        if config.sys_interval != 0 {
+            let interval = Duration::from_secs(u64::from(config.sys_interval));
+            tasks.spawn(crate::sys::run(broker.clone(), interval, stop.clone()));
+        }
+        if let Some(http) = http {
+            let info = BrokerInfo {
+                started,
+                listeners: local_addrs,
+                config: config.clone(),
+            };
+            http.spawn(broker.clone(), info, &tasks, stop.clone());
+        }
 
+        let mut reload = Reload {
+            reloader,
+            current: config,
+            broker: broker.clone(),
+            security,
+            tls,
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(()) = next_hangup(&mut hangups) => {
-                    info!("SIGHUP: reloading certificates and security files.");
-                    reload_tls(&tls);
-                    // Logs its own outcome; the previous files stay on failure.
-                    let _ = security.reload();
-                }
+                () = hangups.next() => reload.run(),
             }
         }
         info!("Shutting down: no new connections; asking clients to leave.");
@@ -257,53 +302,6 @@ impl Server {
         broker.close_store();
         info!("Stopped.");
         Ok(())
-    }
-}
-
-#[cfg(unix)]
-type Hangups = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangups = ();
-
-/// SIGHUP, where there is one. Listening for it also keeps it from ending the process.
-#[cfg(unix)]
-fn hangup_signals() -> Hangups {
-    use tokio::signal::unix::{SignalKind, signal};
-    signal(SignalKind::hangup())
-        .map_err(|e| error!("cannot listen for SIGHUP, certificates will not reload: {e}"))
-        .ok()
-}
-
-#[cfg(not(unix))]
-fn hangup_signals() -> Hangups {}
-
-/// The next SIGHUP; never, where there is none.
-#[cfg(unix)]
-async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
-    match hangups {
-        Some(signal) => signal.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-#[cfg(not(unix))]
-async fn next_hangup(_: &mut Hangups) -> Option<()> {
-    std::future::pending().await
-}
-
-/// Reads every TLS listener's files again. New handshakes use the new certificates; running
-/// connections keep theirs; a listener whose files fail keeps its old ones.
-fn reload_tls(listeners: &[(SocketAddr, Arc<TlsAcceptor>)]) {
-    if listeners.is_empty() {
-        info!("SIGHUP: no TLS listener, nothing to reload.");
-    }
-    for (addr, acceptor) in listeners {
-        match acceptor.reload() {
-            Ok(()) => info!("SIGHUP: reloaded the certificates of listener {addr}."),
-            Err(e) => error!(
-                "SIGHUP: listener {addr} keeps its previous certificates, the new ones failed: {e}"
-            ),
-        }
     }
 }
 
@@ -335,6 +333,8 @@ struct AcceptLoop {
     acceptor: Arc<Acceptor>,
     /// How long the TLS handshake and WebSocket upgrade may take (`connect_timeout`).
     handshake_timeout: Duration,
+    /// TCP connections accepted here (`mqtt_sockets_total`).
+    sockets: Arc<AtomicU64>,
     broker: Arc<Broker>,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -363,11 +363,13 @@ impl AcceptLoop {
     }
 
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
+        self.sockets.fetch_add(1, Ordering::Relaxed);
         if let Some(rate) = &self.rate
             && let Admission::Refused { first } =
                 rate.admit(peer.ip(), tokio::time::Instant::now().into_std())
         {
             // One line per burst: a flood must not flood the log too.
+            self.broker.metrics().refused(RefusalReason::RateLimited);
             if first {
                 warn!(%peer, "connection refused: max_connection_rate exceeded for this address");
             }
@@ -375,7 +377,8 @@ impl AcceptLoop {
         }
         let Some(permits) = self.permits() else {
             // Closing at once tells the client to retry elsewhere or later, as mosquitto does.
-            info!(%peer, "connection refused: max_connections reached");
+            self.broker.metrics().refused(RefusalReason::MaxConnections);
+            info!("Client connection from {peer} denied: max_connections exceeded.");
             return;
         };
         if let Err(e) = tcp.set_nodelay(true) {

@@ -85,7 +85,7 @@ fn write_conf(dir: &Path, name: &str, port: u16) -> std::path::PathBuf {
          persistent_client_expiration 1d\n\
          log_type error\n\
          log_type information\n\
-         sys_interval 10\n\
+         connection_messages true\n\
          {user}",
         pw = dir.join("passwd").display(),
         acl = dir.join("acl").display(),
@@ -127,8 +127,8 @@ async fn one_mosquitto_conf_gives_the_same_results_on_mosquitto_and_starling() {
     let conf_arg = starling_conf.to_str().expect("utf-8 path");
     let starling = BrokerProcess::start_with(&["-c", conf_arg], 1);
     let by_starling = scenario(starling.addr).await;
-    starling.wait_for_log("a warning for sys_interval", |line| {
-        line.contains("WARN") && line.contains("`sys_interval`")
+    starling.wait_for_log("a warning for connection_messages", |line| {
+        line.contains("WARN") && line.contains("`connection_messages`")
     });
 
     assert_eq!(by_starling, by_mosquitto);

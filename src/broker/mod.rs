@@ -16,24 +16,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 pub use housekeeping::{Housekeeping, Timer, TimerKind};
-pub use slot::{AttachError, Attached, Control, Ended, Rejected, SessionSlot, Stamp};
+pub use slot::{
+    AttachError, Attached, ClientInfo, Control, Ended, Pushed, Rejected, SessionSlot, Stamp,
+};
 
 use crate::codec::{PacketId, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::Limits;
 use crate::message::{Delivery, Message, StoredBody, StoredRef};
+use crate::metrics::{DropReason, Histograms, Metrics};
 use crate::retained::{RetainedChange, RetainedStore};
 use crate::router::{Matched, SubscriberId, SubscriptionIndex};
 use crate::session::{EXPIRY_NEVER, OutboundState, PendingWill, Session, Subscription};
 use crate::storage::{
     MessageId, QueuedState, SessionRecord, Snapshot, StoreFailed, StoreOp, StoreWriter, Ticket,
 };
-use crate::topic::TopicFilter;
+use crate::topic::{TopicFilter, TopicName};
 
 /// How long a new connection waits for the previous owner of its client id to let go.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,7 +52,9 @@ pub struct Subscriber {
 
 /// The broker's shared state.
 pub struct Broker {
-    pub limits: Limits,
+    /// Swapped whole by a reload; see [`Broker::limits`].
+    limits: ArcSwap<Limits>,
+    metrics: Arc<Metrics>,
     router: SubscriptionIndex<Subscriber>,
     retained: RetainedStore,
     /// Client id -> session. A plain mutex: it is taken on connect and disconnect only, never on
@@ -88,7 +94,8 @@ impl Broker {
         store: Option<Arc<StoreWriter>>,
     ) -> Self {
         Broker {
-            limits,
+            limits: ArcSwap::from_pointee(limits),
+            metrics: Arc::new(Metrics::new()),
             router: SubscriptionIndex::new(),
             retained: RetainedStore::new(),
             sessions: Mutex::new(HashMap::new()),
@@ -238,6 +245,85 @@ impl Broker {
         }
     }
 
+    /// The limits in force. A reload may replace them: callers read them per use and do not
+    /// keep the guard.
+    pub fn limits(&self) -> arc_swap::Guard<Arc<Limits>> {
+        self.limits.load()
+    }
+
+    /// Replaces the limits (SIGHUP). Values fixed at connect (windows, aliases, packet size)
+    /// change for new connections only.
+    pub fn set_limits(&self, limits: Limits) {
+        self.limits.store(Arc::new(limits));
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Records the histograms from now on, the store's commit timings included.
+    pub fn enable_histograms(&self, histograms: Histograms) {
+        if let Some(writer) = &self.store {
+            writer.observe(
+                histograms.store_commit.clone(),
+                histograms.store_batch.clone(),
+            );
+        }
+        self.metrics.enable_histograms(histograms);
+    }
+
+    /// Every session, online and offline, in no particular order.
+    pub fn sessions(&self) -> Vec<Arc<SessionSlot>> {
+        self.sessions.lock().values().cloned().collect()
+    }
+
+    /// The session of `client_id`, if there is one.
+    pub fn session(&self, client_id: &str) -> Option<Arc<SessionSlot>> {
+        self.sessions.lock().get(client_id).cloned()
+    }
+
+    /// A session's subscriptions, sorted by filter. Walks the whole subscription index: for
+    /// administrative views only.
+    pub fn subscriptions_of(&self, slot: &SessionSlot) -> Vec<Subscription> {
+        let mut found = Vec::new();
+        self.router.subscriptions_of(slot.id, |filter, subscriber| {
+            if let Ok(filter) = TopicFilter::new(&filter) {
+                found.push(Subscription {
+                    filter,
+                    options: subscriber.options,
+                    id: subscriber.id,
+                });
+            }
+        });
+        found.sort_by(|a, b| a.filter.as_str().cmp(b.filter.as_str()));
+        found
+    }
+
+    /// Removes the retained message of `topic` (and from the store); false if there was none.
+    /// Unlike an empty retained PUBLISH, nothing is delivered to subscribers.
+    pub fn delete_retained(&self, topic: &TopicName) -> bool {
+        let clear = Arc::new(Message {
+            topic: topic.clone(),
+            payload: bytes::Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Default::default(),
+            expires_at: None,
+            origin: None,
+            published_at: None,
+        });
+        match self.retained.set(clear) {
+            RetainedChange::Removed => {
+                if !is_sys(topic) {
+                    self.persist([StoreOp::DeleteRetained(topic.clone())]);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Hands durable changes to the storage thread; the ticket settles once they are applied.
     pub fn persist(&self, ops: impl IntoIterator<Item = StoreOp>) -> Ticket {
         match &self.store {
@@ -324,8 +410,13 @@ impl Broker {
     /// all of that is applied (an acknowledgement of the message waits for it in `always` mode).
     pub fn route(&self, message: Arc<Message>) -> Ticket {
         let mut ticket = Ticket::NONE;
-        if message.retain && self.limits.retain_available {
+        let limits = self.limits();
+        self.metrics.topics().observe(&message.topic);
+        // As mosquitto, `$SYS` messages are never stored: they describe this run of the broker.
+        let durable = self.store.is_some() && !is_sys(&message.topic);
+        if message.retain && limits.retain_available {
             match self.retained.set(message.clone()) {
+                _ if !durable => {}
                 RetainedChange::Added | RetainedChange::Replaced => {
                     ticket = self.persist([StoreOp::PutRetained(message.clone())]);
                 }
@@ -388,9 +479,18 @@ impl Broker {
                 target.retain,
                 target.ids,
             );
-            let stamp = self.store.is_some().then_some(&mut stamp as &mut Stamp<'_>);
-            if let Err(reason) = target.slot.push(delivery, &self.limits, stamp) {
-                debug!(client = %target.slot.client_id, ?reason, "delivery refused");
+            let stamp = durable.then_some(&mut stamp as &mut Stamp<'_>);
+            match target.slot.push(delivery, &limits, stamp) {
+                Ok(Pushed::Queued) => {}
+                Ok(Pushed::ReplacedQos0) => self.metrics.dropped(DropReason::QueueFull),
+                Err(reason) => {
+                    self.metrics.dropped(match reason {
+                        Rejected::QueueFull => DropReason::QueueFull,
+                        Rejected::OfflineQoS0 => DropReason::OfflineQos0,
+                        Rejected::Ended => DropReason::SessionEnded,
+                    });
+                    debug!(client = %target.slot.client_id, ?reason, "delivery refused");
+                }
             }
         }
         ticket
@@ -634,6 +734,7 @@ impl Broker {
                 };
                 if let Some(ended) = ended {
                     debug!(client = %timer.slot.client_id, "session expired");
+                    self.metrics.session_expired();
                     self.clean_up(&timer.slot, ended);
                 }
             }
@@ -659,6 +760,9 @@ impl Broker {
                 continue;
             }
             debug!(client = %slot.client_id, dropped = expired.len(), "expired queued messages removed");
+            for _ in &expired {
+                self.metrics.dropped(DropReason::Expired);
+            }
             self.persist(expired.into_iter().filter_map(|delivery| {
                 delivery.stored.map(|stored| StoreOp::DeleteQueued {
                     client_id: slot.client_id.clone(),
@@ -699,6 +803,11 @@ impl Drop for Broker {
         // Before the sessions go: dropping their deliveries must not delete stored messages.
         self.close_store();
     }
+}
+
+/// Whether a topic is in the broker's own `$SYS` tree.
+fn is_sys(topic: &TopicName) -> bool {
+    topic.as_str().starts_with("$SYS/")
 }
 
 /// The broker's clock: tokio's, so tests with paused time drive expiry.
@@ -771,6 +880,7 @@ mod tests {
             properties: PublishProperties::default(),
             expires_at,
             origin: None,
+            published_at: None,
         })
     }
 

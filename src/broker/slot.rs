@@ -6,16 +6,18 @@
 //! the publish path. Lock order: the session registry, then a slot; never the reverse.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::Context;
+use std::time::SystemTime;
 
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::codec::{QoS, ReasonCode};
+use crate::codec::{ProtocolVersion, QoS, ReasonCode};
 use crate::config::Limits;
 use crate::message::{Delivery, Origin};
 use crate::router::SubscriberId;
@@ -33,6 +35,24 @@ pub enum Control {
     TakeOver(oneshot::Sender<()>),
     /// Close the connection with this reason (server shutdown, administrative action).
     Close(ReasonCode),
+}
+
+/// How a delivery entered the mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Queued, and the oldest queued QoS 0 message was dropped to make room.
+    ReplacedQos0,
+}
+
+/// Who runs a session now, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub peer: SocketAddr,
+    pub protocol: ProtocolVersion,
+    pub username: Option<Arc<str>>,
+    pub keep_alive: u16,
+    pub connected_at: SystemTime,
 }
 
 /// Why a delivery did not enter the mailbox.
@@ -56,6 +76,8 @@ pub struct SessionSlot {
     waker: AtomicWaker,
     /// Mirrors `inner.online` for shared-subscription picks, which must not lock every member.
     online: AtomicBool,
+    /// QoS 1/2 messages in flight, as the owning connection last reported (for metrics).
+    inflight: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +98,8 @@ struct SlotInner {
     /// The session's stored record while it is persistent and a store is in use: its QoS 1/2
     /// deliveries are stored as they are queued.
     record: Option<SessionRecord>,
+    /// The connection running the session, while one does.
+    client: Option<Box<ClientInfo>>,
 }
 
 /// What a connection gets when it attaches to a slot.
@@ -96,6 +120,7 @@ impl SessionSlot {
             inner: Mutex::new(SlotInner::default()),
             waker: AtomicWaker::new(),
             online: AtomicBool::new(false),
+            inflight: AtomicU32::new(0),
         }
     }
 
@@ -119,7 +144,7 @@ impl SessionSlot {
         mut delivery: Delivery,
         limits: &Limits,
         stamp: Option<&mut Stamp<'_>>,
-    ) -> Result<(), Rejected> {
+    ) -> Result<Pushed, Rejected> {
         let mut inner = self.inner.lock();
         if inner.ended {
             return Err(Rejected::Ended);
@@ -128,15 +153,17 @@ impl SessionSlot {
             return Err(Rejected::OfflineQoS0);
         }
         let size = delivery.message.queued_size();
+        let mut pushed = Pushed::Queued;
         if limits.queue_full(inner.queue.len(), inner.queued_bytes) {
             let evicted = delivery.qos != QoS::AtMostOnce && inner.evict_oldest_qos0();
+            pushed = Pushed::ReplacedQos0;
             if !evicted {
                 inner.dropped += 1;
                 if inner.dropped == 1 {
                     warn!(
                         client = %self.client_id,
                         queued = inner.queue.len(),
-                        "outgoing messages are being dropped for client {}: its queue is full",
+                        "Outgoing messages are being dropped for client {}.",
                         self.client_id
                     );
                 }
@@ -156,7 +183,7 @@ impl SessionSlot {
         if online {
             self.waker.wake();
         }
-        Ok(())
+        Ok(pushed)
     }
 
     /// Moves up to `max` deliveries into `batch`, in order, taking QoS 1/2 ones only while
@@ -225,6 +252,40 @@ impl SessionSlot {
         self.inner.lock().queue.len()
     }
 
+    /// Messages and payload bytes waiting in the queue.
+    pub fn queue_depth(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.queue.len(), inner.queued_bytes)
+    }
+
+    /// The owning connection reports its QoS 1/2 messages in flight.
+    pub fn set_inflight(&self, inflight: usize) {
+        let inflight = u32::try_from(inflight).unwrap_or(u32::MAX);
+        if self.inflight.load(Ordering::Relaxed) != inflight {
+            self.inflight.store(inflight, Ordering::Relaxed);
+        }
+    }
+
+    /// QoS 1/2 messages in flight: as reported by the owner, or held by the parked session.
+    pub fn inflight(&self) -> usize {
+        let inner = self.inner.lock();
+        match &inner.parked {
+            Some(session) => session.inflight_len(),
+            None if inner.online => self.inflight.load(Ordering::Relaxed) as usize,
+            None => 0,
+        }
+    }
+
+    /// Records who runs the session now (cleared when it is parked or ends).
+    pub fn set_client(&self, info: ClientInfo) {
+        self.inner.lock().client = Some(Box::new(info));
+    }
+
+    /// The connection running the session, if one does.
+    pub fn client(&self) -> Option<ClientInfo> {
+        self.inner.lock().client.as_deref().cloned()
+    }
+
     /// The stored record of a persistent session, `None` while the session is not stored.
     pub fn record(&self) -> Option<SessionRecord> {
         self.inner.lock().record.clone()
@@ -285,6 +346,7 @@ impl SessionSlot {
         let mut inner = self.inner.lock();
         inner.online = false;
         self.online.store(false, Ordering::Relaxed);
+        inner.client = None;
         inner.parked = Some(session);
         inner.pending_will = pending_will;
         inner.generation
@@ -300,6 +362,7 @@ impl SessionSlot {
         }
         inner.ended = true;
         inner.online = false;
+        inner.client = None;
         self.online.store(false, Ordering::Relaxed);
         inner.queue.clear();
         inner.queued_bytes = 0;

@@ -38,6 +38,10 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "MODE")]
     pub sync: Option<SyncMode>,
 
+    /// Serve metrics, the admin API and the dashboard over HTTP on ADDR (replaces http.bind).
+    #[arg(long = "http", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+
     /// Log filter: error, warn, info, debug, trace, or per module (starling=debug,info).
     #[arg(long, value_name = "LEVEL", env = "STARLING_LOG")]
     pub log_level: Option<String>,
@@ -133,6 +137,9 @@ impl Cli {
         if let Some(sync) = self.sync {
             config.storage.sync = sync;
         }
+        if let Some(addr) = self.http {
+            config.http.bind = Some(addr);
+        }
         if let Some(level) = &self.log_level {
             config.log.level = level.clone();
         }
@@ -188,7 +195,7 @@ mod tests {
     #[test]
     fn a_conf_extension_or_the_flag_reads_a_mosquitto_conf() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = "listener 2001 127.0.0.1\nmax_queued_messages 9\nsys_interval 5\n";
+        let text = "listener 2001 127.0.0.1\nmax_queued_messages 9\npid_file /run/x.pid\n";
         let conf = dir.path().join("mosquitto.conf");
         let other = dir.path().join("broker-settings");
         std::fs::write(&conf, text).expect("write");
@@ -201,7 +208,7 @@ mod tests {
             assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:2001");
             assert_eq!(config.limits.max_queued_messages, 9);
             assert_eq!(warnings.len(), 1, "{warnings:?}");
-            assert!(warnings[0].contains("sys_interval"), "{warnings:?}");
+            assert!(warnings[0].contains("pid_file"), "{warnings:?}");
         }
         // Without the extension or the flag, the same text is TOML, and not valid TOML.
         assert!(

@@ -38,7 +38,27 @@ pub struct Config {
     pub log: LogConfig,
     /// Authentication and access control for listeners without an `auth` table of their own.
     pub auth: AuthConfig,
+    /// Seconds between `$SYS` updates (mosquitto's `sys_interval`); 0 publishes none.
+    pub sys_interval: u32,
+    /// The HTTP listener for metrics, the admin API and the dashboard.
+    pub http: HttpConfig,
 }
+
+/// The HTTP listener: `/metrics`, `/healthz`, `/readyz`, the JSON admin API under `/api/` and the
+/// dashboard at `/`. Off unless `bind` is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+    /// Bearer token every request must carry (`Authorization: Bearer ...`). Required when `bind`
+    /// is not a loopback address; without one, loopback requests need none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The `$SYS` interval a broker starts with, as mosquitto's.
+pub const DEFAULT_SYS_INTERVAL: u32 = 10;
 
 /// How durable state is kept (used when `data_dir` is set).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +103,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            sys_interval: DEFAULT_SYS_INTERVAL,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -328,6 +350,22 @@ impl Config {
                 validate_tls(listener.bind, tls)?;
             }
         }
+        if let Some(token) = &self.http.token
+            && token.trim().is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "http.token is empty; remove it or set a secret".into(),
+            ));
+        }
+        if let Some(bind) = self.http.bind
+            && !bind.ip().is_loopback()
+            && self.http.token.is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "http.bind = \"{bind}\" is reachable from other machines: set http.token so the \
+                 admin API is not open to them"
+            )));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::Invalid(format!("log.level = {:?}: {e}", self.log.level)))?;
         Ok(())
@@ -408,6 +446,10 @@ mod tests {
         };
         let full = Config {
             data_dir: Some(PathBuf::from("/x")),
+            http: HttpConfig {
+                bind: Some("127.0.0.1:8080".parse().expect("addr")),
+                token: Some("x".into()),
+            },
             listeners: vec![tls_listener],
             auth,
             ..Config::default()
@@ -543,5 +585,21 @@ mod tests {
         let mut config = Config::default();
         config.log.level = "loud=?=".into();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn an_http_listener_beyond_loopback_needs_a_token() {
+        let mut config = Config::default();
+        config.http.bind = Some("127.0.0.1:8080".parse().expect("addr"));
+        config.validate().expect("loopback without a token is fine");
+        config.http.bind = Some("0.0.0.0:8080".parse().expect("addr"));
+        let err = config
+            .validate()
+            .expect_err("open to the network without a token");
+        assert!(err.to_string().contains("http.token"), "{err}");
+        config.http.token = Some("s3cret".into());
+        config.validate().expect("with a token");
+        config.http.token = Some("  ".into());
+        assert!(config.validate().is_err(), "a blank token is no token");
     }
 }

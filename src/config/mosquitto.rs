@@ -203,6 +203,7 @@ impl Reader<'_> {
                     self.config.storage.sync_interval_ms = seconds.saturating_mul(1000);
                 }
             }
+            "sys_interval" => self.config.sys_interval = number(directive, value)?,
             "max_inflight_messages" => limits.max_inflight_messages = number(directive, value)?,
             "max_queued_messages" => limits.max_queued_messages = number(directive, value)?,
             "max_queued_bytes" => limits.max_queued_bytes = number(directive, value)?,
@@ -522,8 +523,9 @@ mod tests {
             "max_inflight_messages 5\nmax_queued_messages 50\nmax_queued_bytes 4096\n\
              max_packet_size 2048\nmax_keepalive 120\npersistent_client_expiration 2d\n\
              queue_qos0_messages true\nretain_available false\n\
-             allow_zero_length_clientid false\nmax_topic_alias 3\n",
+             allow_zero_length_clientid false\nmax_topic_alias 3\nsys_interval 30\n",
         );
+        assert_eq!(t.config.sys_interval, 30);
         let limits = &t.config.limits;
         assert_eq!(limits.max_inflight_messages, 5);
         assert_eq!(limits.max_queued_messages, 50);
@@ -564,9 +566,9 @@ mod tests {
 
     #[test]
     fn unknown_directives_are_listed_once_each() {
-        let t = read("sys_interval 10\nuser mosquitto\nsys_interval 20\nlistener 1883\n");
+        let t = read("pid_file /x\nuser mosquitto\npid_file /y\nlistener 1883\n");
         assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
-        assert!(t.warnings[0].contains("`sys_interval`") && t.warnings[0].contains("line 1"));
+        assert!(t.warnings[0].contains("`pid_file`") && t.warnings[0].contains("line 1"));
         assert!(t.warnings[1].contains("`user`"));
         assert_eq!(t.config.listeners.len(), 1);
     }

@@ -22,13 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::auth::{Access, Credentials, Gate};
-use crate::broker::{Broker, Control, SessionSlot};
+use crate::broker::{Broker, ClientInfo, Control, SessionSlot};
 use crate::codec::{
     self, ConnAck, DecodeContext, DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode,
     ReasonContext,
 };
 use crate::message::Delivery;
-use crate::session::{self, Action, Close, Session};
+use crate::metrics::{AuthFailure, DisconnectReason, DropReason, Metrics, RefusalReason};
+use crate::session::{self, Action, Close, Dropped, Session};
 use crate::storage::{StoreOp, Ticket};
 use crate::transport::Stream;
 use outbuf::OutBuf;
@@ -66,13 +67,14 @@ pub async fn serve(
         out: OutBuf::default(),
         decode: DecodeContext {
             version: ProtocolVersion::V311,
-            max_packet_size: broker.limits.max_packet_size(),
+            max_packet_size: broker.limits().max_packet_size(),
         },
         last_write: tokio::time::Instant::now().into_std(),
         hold: Ticket::NONE,
     };
     async move {
         debug!("new connection");
+        let _open = broker.metrics().connection_opened();
         connection.run(identity, &broker, gate, &shutdown).await;
     }
     .instrument(span)
@@ -200,14 +202,22 @@ impl Connection {
         gate: Gate,
         shutdown: &CancellationToken,
     ) -> Option<Accepted> {
-        let timeout = Duration::from_secs(u64::from(broker.limits.connect_timeout));
+        let timeout = Duration::from_secs(u64::from(broker.limits().connect_timeout));
+        let metrics = broker.metrics();
         // Cancellation-safe: reading CONNECT only touches our own buffers, which are dropped.
         let first = tokio::select! {
             () = shutdown.cancelled() => return None,
-            first = tokio::time::timeout(timeout, self.read_packet()) => first,
+            first = tokio::time::timeout(timeout, self.read_packet(metrics)) => first,
         };
+        match &first {
+            Ok(Ok(packet)) => metrics.packet_received(packet),
+            Ok(Err(ReadError::Decode(e))) => metrics.decode_error(e),
+            _ => {}
+        }
+        let refused = |reason| metrics.refused(reason);
         let (connect, (username, password, certified)) = match first {
             Err(_) => {
+                refused(RefusalReason::ConnectTimeout);
                 info!(peer = %self.peer, "no CONNECT within {}s, closing", timeout.as_secs());
                 return None;
             }
@@ -217,7 +227,11 @@ impl Connection {
                 return None;
             }
             Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolVersion(level)))) => {
-                info!(peer = %self.peer, level, "refused: unsupported protocol level {level}");
+                refused(RefusalReason::UnsupportedProtocol);
+                info!(
+                    "Invalid protocol version {level} in CONNECT from {}.",
+                    self.peer
+                );
                 // Section 3.2.2.2 / 3.1.1 [MQTT-3.1.2-2]: answer with return code 1, in the
                 // 3.1.1 form every client version can parse.
                 let refusal = ConnAck {
@@ -225,11 +239,12 @@ impl Connection {
                     reason: ReasonCode::UnsupportedProtocolVersion,
                     properties: Default::default(),
                 };
-                self.send_and_close(&Packet::ConnAck(refusal), ProtocolVersion::V311)
+                self.send_and_close(metrics, &Packet::ConnAck(refusal), ProtocolVersion::V311)
                     .await;
                 return None;
             }
             Ok(Err(ReadError::Decode(e))) => {
+                refused(RefusalReason::BadConnect);
                 info!(peer = %self.peer, error = %e, "bad CONNECT, closing");
                 return None;
             }
@@ -245,6 +260,7 @@ impl Connection {
             }
             Ok(Ok(other)) => {
                 // [MQTT-3.1.0-1] the first packet must be CONNECT.
+                refused(RefusalReason::BadConnect);
                 info!(peer = %self.peer, packet = other.name(), "first packet is not CONNECT, closing");
                 return None;
             }
@@ -252,13 +268,14 @@ impl Connection {
         self.decode.version = connect.protocol;
         let version = connect.protocol;
         let (clean_start, keep_alive) = (connect.clean_start, connect.keep_alive);
-        let mut negotiated = match session::negotiate(connect, &broker.limits, now(), || {
+        let mut negotiated = match session::negotiate(connect, &broker.limits(), now(), || {
             broker.assign_client_id()
         }) {
             Ok(negotiated) => negotiated,
             Err(refusal) => {
+                refused(RefusalReason::from_connack(refusal.reason));
                 info!(peer = %self.peer, reason = %refusal.reason, "connection refused");
-                self.send_and_close(&Packet::ConnAck(*refusal), version)
+                self.send_and_close(metrics, &Packet::ConnAck(*refusal), version)
                     .await;
                 return None;
             }
@@ -271,26 +288,35 @@ impl Connection {
             certified,
         };
         negotiated.link.access = self
-            .authenticate(&gate, credentials, &client_id, version, shutdown)
+            .authenticate(metrics, &gate, credentials, &client_id, version, shutdown)
             .await?;
 
         let opened = match broker.open_session(&client_id, clean_start).await {
             Ok(opened) => opened,
             Err(e) => {
+                refused(RefusalReason::ServerUnavailable);
                 warn!(?e, "cannot open session for {client_id}");
                 let refusal = ConnAck {
                     session_present: false,
                     reason: ReasonCode::ServerUnavailable,
                     properties: Default::default(),
                 };
-                self.send_and_close(&Packet::ConnAck(refusal), version)
+                self.send_and_close(metrics, &Packet::ConnAck(refusal), version)
                     .await;
                 return None;
             }
         };
         let slot = opened.slot;
+        metrics.connected(version);
+        slot.set_client(ClientInfo {
+            peer: self.peer,
+            protocol: version,
+            username: username.as_deref().map(Arc::from),
+            keep_alive,
+            connected_at: std::time::SystemTime::now(),
+        });
         let session_present = opened.resumed.is_some();
-        let connack = session::connack(&negotiated, session_present, &broker.limits);
+        let connack = session::connack(&negotiated, session_present, &broker.limits());
         let mut session = match opened.resumed {
             Some(mut session) => {
                 session.reattach(negotiated);
@@ -315,6 +341,7 @@ impl Connection {
         );
 
         let mut actions = Vec::new();
+        metrics.packets_sent(1);
         let ended = if let Err(e) = self.out.push_packet(&Packet::ConnAck(connack), version) {
             Some(Ending::Violation(Close {
                 reason: ReasonCode::ImplementationSpecificError,
@@ -338,6 +365,7 @@ impl Connection {
     /// backoff (so guessing passwords is slow), then sent as CONNACK; `None` then.
     async fn authenticate(
         &mut self,
+        metrics: &Metrics,
         gate: &Gate,
         credentials: Credentials<'_>,
         client_id: &Arc<str>,
@@ -353,6 +381,8 @@ impl Connection {
             Ok(access) => return Some(access),
             Err(refusal) => refusal,
         };
+        metrics.auth_failed(AuthFailure::from_connack(refusal.reason));
+        metrics.refused(RefusalReason::from_connack(refusal.reason));
         warn!(
             reason = %refusal.reason,
             "Client {client_id} disconnected, not authorised: {} (from {}{}).",
@@ -372,7 +402,7 @@ impl Connection {
             reason: refusal.reason,
             properties: Default::default(),
         };
-        self.send_and_close(&Packet::ConnAck(connack), version)
+        self.send_and_close(metrics, &Packet::ConnAck(connack), version)
             .await;
         None
     }
@@ -398,6 +428,7 @@ impl Connection {
             if let Err(ending) = self.pump(broker, slot, session, actions, &mut batch) {
                 return ending;
             }
+            slot.set_inflight(session.inflight_len());
             let deadline = self.deadline(session);
             if let Some(deadline) = deadline
                 && armed.is_none_or(|at| deadline < at)
@@ -484,6 +515,7 @@ impl Connection {
             let flushed = self.out.poll_flush(&mut self.stream, cx);
             if self.out.len() != before {
                 self.last_write = now();
+                broker.metrics().bytes_written(before - self.out.len());
             }
             if let Poll::Ready(Err(e)) = flushed {
                 return Poll::Ready(Event::Io(e));
@@ -495,7 +527,10 @@ impl Connection {
         }
         match self.stream.poll_read_into(cx, &mut self.rbuf) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
-            Poll::Ready(Ok(_)) => return Poll::Ready(Event::Data),
+            Poll::Ready(Ok(read)) => {
+                broker.metrics().bytes_read(read);
+                return Poll::Ready(Event::Data);
+            }
             Poll::Ready(Err(e)) => return Poll::Ready(Event::Io(e)),
             Poll::Pending => {}
         }
@@ -524,14 +559,16 @@ impl Connection {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
                 Err(e) => {
+                    broker.metrics().decode_error(&e);
                     return Err(Ending::Violation(Close {
                         reason: e.reason_code(),
                         detail: decode_failure(&e),
                     }));
                 }
             };
+            broker.metrics().packet_received(&packet);
             session.set_store_fault(broker.store_fault());
-            if let Err(close) = session.handle(now(), packet, &broker.limits, actions) {
+            if let Err(close) = session.handle(now(), packet, &broker.limits(), actions) {
                 return Err(Ending::Violation(close));
             }
             self.apply(broker, slot, session, actions)?;
@@ -549,10 +586,19 @@ impl Connection {
         let version = session.version();
         let was_idle = self.out.is_empty();
         let mut ending = None;
+        let metrics = broker.metrics();
+        let mut sent = 0;
         for action in actions.drain(..) {
             let encoded = match action {
-                Action::Send(packet) => self.out.push_packet(&packet, version),
-                Action::Publish(publish) => self.out.push_publish(&publish, version),
+                Action::Send(packet) => {
+                    sent += 1;
+                    self.out.push_packet(&packet, version)
+                }
+                Action::Publish(publish) => {
+                    sent += 1;
+                    metrics.sent(publish.qos, publish.message.payload.len());
+                    self.out.push_publish(&publish, version)
+                }
                 Action::Route(message) => {
                     self.hold = self.hold.max(broker.route(message));
                     Ok(())
@@ -597,6 +643,7 @@ impl Connection {
                 }));
             }
         }
+        metrics.packets_sent(sent);
         if was_idle && !self.out.is_empty() {
             // The write-stall clock starts when output becomes pending, not at the last write.
             self.last_write = now();
@@ -616,8 +663,10 @@ impl Connection {
     ) -> Result<(), Ending> {
         let now = now();
         while self.out.len() < HIGH_WATER {
+            let metrics = broker.metrics();
             if let Some(delivery) = session.next_replay() {
                 if let Err(dropped) = session.deliver(now, delivery, actions) {
+                    metrics.dropped(drop_reason(dropped));
                     debug!(?dropped, "retained message not sent");
                 }
             } else {
@@ -626,8 +675,17 @@ impl Connection {
                     break;
                 }
                 for delivery in batch.drain(..) {
-                    if let Err(dropped) = session.deliver(now, delivery, actions) {
-                        debug!(?dropped, "message not sent");
+                    let published_at = delivery.message.published_at;
+                    match session.deliver(now, delivery, actions) {
+                        Ok(()) => {
+                            if let Some(at) = published_at {
+                                metrics.delivered_after(now.saturating_duration_since(at));
+                            }
+                        }
+                        Err(dropped) => {
+                            metrics.dropped(drop_reason(dropped));
+                            debug!(?dropped, "message not sent");
+                        }
                     }
                 }
             }
@@ -671,10 +729,18 @@ impl Connection {
             | Ending::PeerClosed
             | Ending::Io(_) => None,
         };
+        broker
+            .metrics()
+            .disconnected(&client, disconnect_label(&ending));
         match &ending {
             Ending::ClientDisconnect => info!("Client {client} disconnected."),
             Ending::Violation(close) => {
-                info!(reason = %close.reason, "Client {client} disconnected: {}.", close.detail)
+                let what = match close.reason {
+                    ReasonCode::MalformedPacket => "malformed packet",
+                    ReasonCode::PacketTooLarge => "oversize packet",
+                    _ => "protocol error",
+                };
+                info!(reason = %close.reason, detail = close.detail, "Client {client} disconnected due to {what}.")
             }
             Ending::KeepAliveTimeout => {
                 info!("Client {client} has exceeded timeout, disconnecting.")
@@ -684,6 +750,9 @@ impl Connection {
             Ending::Io(e) => info!("Socket error on client {client}, disconnecting: {e}."),
             Ending::TakenOver(_) => {
                 info!("Client {client} already connected, closing old connection.")
+            }
+            Ending::Closed(ReasonCode::AdministrativeAction) => {
+                info!("Client {client} has been disconnected by administrative action.")
             }
             Ending::Closed(reason) => info!(%reason, "Client {client} disconnected by the broker."),
             Ending::StoreFailed => warn!(
@@ -720,21 +789,32 @@ impl Connection {
         // last bytes, or the kernel answers its next segment with a reset that can destroy our
         // DISCONNECT before the client reads it.
         let drain = disconnect_reason.is_some();
-        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.close_gracefully(drain)).await;
+        let metrics = broker.metrics();
+        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.close_gracefully(metrics, drain)).await;
     }
 
-    async fn send_and_close(&mut self, packet: &Packet, version: ProtocolVersion) {
+    async fn send_and_close(
+        &mut self,
+        metrics: &Metrics,
+        packet: &Packet,
+        version: ProtocolVersion,
+    ) {
         if self.out.push_packet(packet, version).is_ok() {
-            let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.close_gracefully(true)).await;
+            metrics.packets_sent(1);
+            let _ =
+                tokio::time::timeout(FLUSH_ON_CLOSE, self.close_gracefully(metrics, true)).await;
         }
     }
 
     /// Writes what is queued, closes our side, and with `drain` reads and discards until the
     /// client closes too (the caller bounds the time).
-    async fn close_gracefully(&mut self, drain: bool) {
+    async fn close_gracefully(&mut self, metrics: &Metrics, drain: bool) {
         let stream = &mut self.stream;
         let out = &mut self.out;
-        if poll_fn(|cx| out.poll_flush(stream, cx)).await.is_err() {
+        let pending = out.len();
+        let flushed = poll_fn(|cx| out.poll_flush(stream, cx)).await;
+        metrics.bytes_written(pending - out.len());
+        if flushed.is_err() {
             return;
         }
         if poll_fn(|cx| stream.poll_shutdown(cx)).await.is_err() || !drain {
@@ -751,7 +831,7 @@ impl Connection {
     }
 
     /// Reads until one packet decodes (used for CONNECT).
-    async fn read_packet(&mut self) -> Result<Packet, ReadError> {
+    async fn read_packet(&mut self, metrics: &Metrics) -> Result<Packet, ReadError> {
         loop {
             if let Some(packet) =
                 codec::decode(&mut self.rbuf, &self.decode).map_err(ReadError::Decode)?
@@ -762,7 +842,7 @@ impl Connection {
             let rbuf = &mut self.rbuf;
             match poll_fn(|cx| stream.poll_read_into(cx, rbuf)).await {
                 Ok(0) => return Err(ReadError::Closed),
-                Ok(_) => {}
+                Ok(read) => metrics.bytes_read(read),
                 Err(e) => return Err(ReadError::Io(e)),
             }
         }
@@ -783,6 +863,29 @@ fn gates_output(op: &StoreOp) -> bool {
         StoreOp::PutQueued { entry, .. } => entry.qos == crate::codec::QoS::ExactlyOnce,
         StoreOp::DeleteQueued { .. } => false,
         _ => true,
+    }
+}
+
+fn drop_reason(dropped: Dropped) -> DropReason {
+    match dropped {
+        Dropped::Expired => DropReason::Expired,
+        Dropped::TooLarge => DropReason::TooLarge,
+        Dropped::NotAuthorized => DropReason::NotAuthorized,
+    }
+}
+
+fn disconnect_label(ending: &Ending) -> DisconnectReason {
+    match ending {
+        Ending::ClientDisconnect => DisconnectReason::Client,
+        Ending::Violation(_) => DisconnectReason::ProtocolError,
+        Ending::KeepAliveTimeout => DisconnectReason::KeepAliveTimeout,
+        Ending::WriteStalled => DisconnectReason::WriteStalled,
+        Ending::PeerClosed => DisconnectReason::PeerClosed,
+        Ending::Io(_) => DisconnectReason::IoError,
+        Ending::TakenOver(_) => DisconnectReason::TakenOver,
+        Ending::StoreFailed => DisconnectReason::StoreFailed,
+        Ending::Closed(ReasonCode::ServerShuttingDown) => DisconnectReason::Shutdown,
+        Ending::Closed(_) => DisconnectReason::Administrative,
     }
 }
 

@@ -70,6 +70,16 @@ impl<V> FilterEntry<V> {
         self.direct.is_empty() && self.shared.is_empty()
     }
 
+    /// `id`'s subscriptions in this entry: the direct one (group `None`) and one per share group.
+    pub(super) fn of(&self, id: SubscriberId) -> impl Iterator<Item = (Option<&str>, &V)> {
+        let direct = self.direct.get(&id).map(|value| (None, value));
+        let shared = self
+            .shared
+            .iter()
+            .filter_map(move |(group, g)| g.members.get(&id).map(|value| (Some(&**group), value)));
+        direct.into_iter().chain(shared)
+    }
+
     /// Reports every direct subscriber, then every share group, to `visit`.
     pub(super) fn visit<'a, F>(&'a self, visit: &mut F)
     where

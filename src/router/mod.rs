@@ -283,6 +283,35 @@ impl<V> SubscriptionIndex<V> {
         }
     }
 
+    /// Every subscription of `id`, with its full filter text (`$share/{group}/` included). Walks
+    /// the whole index, one shard's read lock at a time: for administrative views, not for the
+    /// publish path.
+    pub fn subscriptions_of(&self, id: SubscriberId, mut visit: impl FnMut(String, &V)) {
+        let mut report = |pattern: &str, entry: &FilterEntry<V>| {
+            for (group, value) in entry.of(id) {
+                let filter = match group {
+                    Some(group) => format!("$share/{group}/{pattern}"),
+                    None => pattern.to_owned(),
+                };
+                visit(filter, value);
+            }
+        };
+        for shard in self.exact.iter() {
+            for (pattern, entry) in shard.read().iter() {
+                report(pattern, entry);
+            }
+        }
+        for shard in self
+            .wildcard
+            .iter()
+            .chain(std::iter::once(&self.root_wildcard))
+        {
+            if shard.subscriptions.load(Ordering::Relaxed) != 0 {
+                shard.trie.read().for_each_entry(&mut report);
+            }
+        }
+    }
+
     /// Number of subscriptions, each share group member counted.
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)

@@ -561,3 +561,36 @@ fn concurrent_publishes_and_subscription_changes_end_in_the_model_state() {
         assert_eq!(reached(&index, t), brute_force(&model, t), "topic {t}");
     }
 }
+
+#[test]
+fn subscriptions_of_lists_every_filter_of_one_subscriber_with_its_full_text() {
+    let index = SubscriptionIndex::new();
+    let mine = [
+        "a/b",
+        "/leading/empty",
+        "a/+/c",
+        "#",
+        "+/x/#",
+        "a/#",
+        "$share/g/a/+",
+        "$share/h/exact",
+        "$SYS/#",
+    ];
+    for f in mine {
+        index.subscribe(&filter(f), SubscriberId(1), f.to_owned());
+    }
+    index.subscribe(&filter("a/b"), SubscriberId(2), "other".to_owned());
+    index.subscribe(&filter("z/+"), SubscriberId(2), "other".to_owned());
+    let mut found = Vec::new();
+    index.subscriptions_of(SubscriberId(1), |text, value| {
+        assert_eq!(&text, value, "the value stored under that filter");
+        found.push(text);
+    });
+    found.sort();
+    let mut want: Vec<String> = mine.iter().map(|f| (*f).to_owned()).collect();
+    want.sort();
+    assert_eq!(found, want);
+    let mut others = Vec::new();
+    index.subscriptions_of(SubscriberId(3), |text, _| others.push(text));
+    assert!(others.is_empty());
+}

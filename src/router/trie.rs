@@ -205,6 +205,51 @@ impl<V> Node<V> {
         }
     }
 
+    /// Calls `visit` with every entry in the trie and its filter text (without `$share/`). For
+    /// administrative views: it walks the whole trie, keeping one path buffer and an explicit stack
+    /// so that deep filters cost neither recursion nor a copy of the path per node.
+    pub(super) fn for_each_entry(&self, mut visit: impl FnMut(&str, &FilterEntry<V>)) {
+        enum Step<'a, V> {
+            Enter(&'a Node<V>, &'a str, usize),
+            Leave(usize),
+        }
+        let mut path = String::new();
+        let mut pending = vec![Step::Enter(self, "", 0)];
+        while let Some(step) = pending.pop() {
+            let (node, depth) = match step {
+                Step::Leave(len) => {
+                    path.truncate(len);
+                    continue;
+                }
+                Step::Enter(node, level, depth) => {
+                    pending.push(Step::Leave(path.len()));
+                    if depth > 1 {
+                        path.push('/');
+                    }
+                    path.push_str(level);
+                    (node, depth)
+                }
+            };
+            if let Some(entry) = &node.here {
+                visit(&path, entry);
+            }
+            if let Some(entry) = &node.hash {
+                let filter = if depth == 0 {
+                    "#".to_owned()
+                } else {
+                    format!("{path}/#")
+                };
+                visit(&filter, entry);
+            }
+            for (level, child) in &node.children {
+                pending.push(Step::Enter(child, level, depth + 1));
+            }
+            if let Some(plus) = &node.plus {
+                pending.push(Step::Enter(plus, "+", depth + 1));
+            }
+        }
+    }
+
     /// Nodes below this one, for tests that check pruning.
     #[cfg(test)]
     pub(super) fn descendants(&self) -> usize {

@@ -271,6 +271,7 @@ impl Session {
                 properties: will_properties(will.properties.clone()),
                 expires_at: None,
                 origin: None,
+                published_at: None,
             }),
             delay_interval: will.properties.will_delay_interval.unwrap_or(0),
         })
@@ -557,6 +558,7 @@ impl Session {
             },
             expires_at,
             origin: Some(self.origin),
+            published_at: Some(now),
         })
     }
 
@@ -946,6 +948,7 @@ impl Session {
                 properties,
                 expires_at: None,
                 origin: Some(self.origin),
+                published_at: None,
             }),
             expiry_interval,
             delay,
@@ -1006,6 +1009,7 @@ impl PendingWill {
     pub fn publish(self, now: Instant) -> Arc<Message> {
         Arc::new(Message {
             expires_at: expiry_deadline(now, self.expiry_interval),
+            published_at: Some(now),
             ..*self.message
         })
     }

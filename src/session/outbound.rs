@@ -189,6 +189,7 @@ mod tests {
                 properties: PublishProperties::default(),
                 expires_at: None,
                 origin: None,
+                published_at: None,
             }),
             qos,
             retain: false,

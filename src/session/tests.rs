@@ -66,6 +66,7 @@ fn message(qos: QoS, t: &str, payload: &'static [u8]) -> Arc<Message> {
         properties: PublishProperties::default(),
         expires_at: None,
         origin: None,
+        published_at: Some(Instant::now()),
     })
 }
 

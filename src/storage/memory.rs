@@ -191,6 +191,7 @@ mod tests {
             properties: PublishProperties::default(),
             expires_at: None,
             origin: None,
+            published_at: None,
         })
     }
 

@@ -418,6 +418,7 @@ impl Reader<'_> {
             },
             expires_at,
             origin: None,
+            published_at: None,
         })
     }
 }
@@ -619,6 +620,7 @@ mod tests {
             },
             expires_at: Some(clock.instant + Duration::from_secs(90)),
             origin: Some(crate::message::Origin(5)),
+            published_at: None,
         }
     }
 

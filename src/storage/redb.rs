@@ -701,6 +701,7 @@ mod tests {
             properties: PublishProperties::default(),
             expires_at: None,
             origin: None,
+            published_at: None,
         })
     }
 

@@ -159,6 +159,7 @@ fn message() -> impl Strategy<Value = Arc<Message>> {
                 properties,
                 expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s)),
                 origin: None,
+                published_at: None,
             })
         })
 }
@@ -328,6 +329,7 @@ fn msg(topic: &str, payload: &'static [u8]) -> Arc<Message> {
         },
         expires_at: Some(Instant::now() + Duration::from_secs(600)),
         origin: None,
+        published_at: None,
     })
 }
 

@@ -14,8 +14,8 @@
 //! so it notices when space returns.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -83,6 +83,8 @@ struct Shared {
     fault: Mutex<Option<ReasonCode>>,
     faulty: AtomicBool,
     closed: AtomicBool,
+    /// Commit time and batch size histograms, once something reads them.
+    observed: OnceLock<(metrics::Histogram, metrics::Histogram)>,
 }
 
 #[derive(Default)]
@@ -112,6 +114,7 @@ impl StoreWriter {
             fault: Mutex::new(None),
             faulty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            observed: OnceLock::new(),
         });
         let thread = std::thread::Builder::new()
             .name("starling-store".to_owned())
@@ -123,6 +126,11 @@ impl StoreWriter {
             shared,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Records each batch's commit time and size from now on (the first call wins).
+    pub fn observe(&self, commit_seconds: metrics::Histogram, batch_ops: metrics::Histogram) {
+        let _ = self.shared.observed.set((commit_seconds, batch_ops));
     }
 
     pub fn mode(&self) -> SyncMode {
@@ -260,7 +268,12 @@ impl Shared {
                     self.record(self.store.flush());
                 }
             } else {
+                let started = Instant::now();
                 let result = self.store.apply(&batch, durable);
+                if let Some((commit, size)) = self.observed.get() {
+                    commit.record(started.elapsed().as_secs_f64());
+                    size.record(batch.len() as f64);
+                }
                 if result.is_err() {
                     let mut failed = self.failed.lock();
                     match failed.back_mut() {

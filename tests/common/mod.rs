@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod flows;
+pub mod http;
 pub mod pki;
 pub mod tools;
 pub mod ws;
@@ -41,6 +42,8 @@ pub struct TestBroker {
     pub broker: Arc<Broker>,
     /// The password and ACL files in force, for reload tests.
     pub security: Arc<Security>,
+    /// The HTTP listener's address, when the config has `[http] bind`.
+    pub http: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -62,6 +65,8 @@ impl TestBroker {
     ) -> TestBroker {
         let mut config = Config {
             listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"))],
+            // No `$SYS` messages unless a test asks: they would reach its `$`-topic subscribers.
+            sys_interval: 0,
             ..Config::default()
         };
         adjust(&mut config);
@@ -72,6 +77,7 @@ impl TestBroker {
         let addr = addrs[0];
         let broker = server.broker().clone();
         let security = server.security().clone();
+        let http = server.http_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -86,6 +92,7 @@ impl TestBroker {
             addrs,
             broker,
             security,
+            http,
             stop: Some(stop),
             task: Some(task),
         }
