@@ -10,8 +10,9 @@
 mod alias;
 mod connect;
 mod outbound;
+mod subscriptions;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use smallvec::SmallVec;
 pub use alias::{AliasError, InboundAliases, OutboundAliases, OutboundTopic};
 pub use connect::{EXPIRY_NEVER, Negotiated, connack, negotiate};
 pub use outbound::{AckOutcome, Outbound, OutboundState};
+use subscriptions::Subscriptions;
 
 use crate::auth::Access;
 use crate::codec::{
@@ -175,9 +177,8 @@ pub struct Session {
     origin: Origin,
     /// Seconds the session outlives a connection; [`EXPIRY_NEVER`] for ever.
     expiry_interval: u32,
-    /// Keyed by the whole filter (share prefix included): one subscription per filter
-    /// ([MQTT-3.8.4-3]).
-    subscriptions: HashMap<TopicFilter, Subscription>,
+    /// Keyed by the whole filter (share prefix included).
+    subscriptions: Subscriptions,
     outbound: Outbound,
     /// Packet ids of QoS 2 messages received and routed, awaiting PUBREL (section 4.3.3: the
     /// message is delivered onward on PUBLISH and its id held until PUBREL to discard duplicates).
@@ -201,7 +202,7 @@ impl Session {
             client_id: negotiated.client_id,
             origin,
             expiry_interval: negotiated.expiry_interval,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             outbound: Outbound::default(),
             inbound_qos2: BTreeSet::new(),
             will: negotiated.will.map(Box::new),
@@ -233,10 +234,7 @@ impl Session {
             client_id,
             origin,
             expiry_interval,
-            subscriptions: subscriptions
-                .into_iter()
-                .map(|s| (s.filter.clone(), s))
-                .collect(),
+            subscriptions: subscriptions.into_iter().collect(),
             outbound,
             inbound_qos2: incoming.into_iter().collect(),
             will: None,
@@ -302,7 +300,7 @@ impl Session {
     }
 
     pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
-        self.subscriptions.values()
+        self.subscriptions.iter()
     }
 
     pub fn inflight_len(&self) -> usize {
@@ -650,7 +648,7 @@ impl Session {
         let id = subscribe.properties.subscription_identifier;
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         for (filter, options) in subscribe.filters {
-            let existed = self.subscriptions.contains_key(&filter);
+            let existed = self.subscriptions.contains(&filter);
             let refused = if !limits.topic_within_limits(filter.as_str()) {
                 Some(ReasonCode::TopicFilterInvalid)
             } else if !self.link.access.can_subscribe(&filter) {
@@ -686,7 +684,7 @@ impl Session {
                 id,
             };
             // [MQTT-3.8.4-3] an existing subscription with the same filter is replaced.
-            self.subscriptions.insert(filter, subscription.clone());
+            self.subscriptions.insert(subscription.clone());
             reasons.push(granted(options.qos));
             out.push(Action::Subscribe {
                 subscription,
@@ -704,7 +702,7 @@ impl Session {
     fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe, out: &mut Vec<Action>) {
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
         for filter in unsubscribe.filters {
-            if self.subscriptions.remove(&filter).is_some() {
+            if self.subscriptions.remove(&filter) {
                 out.push(Action::Unsubscribe(filter));
                 reasons.push(ReasonCode::Success);
             } else {
