@@ -11,22 +11,99 @@ use indexmap::IndexMap;
 use super::{Matched, SubscriberId};
 
 /// The subscriptions to one filter (the matched part, without any `$share/{group}/` prefix).
+///
+/// Small, because there is one per distinct filter and fleets subscribe each device to filters
+/// of its own (`devices/{id}/commands`): one direct subscriber is held inline, and the tables for
+/// several subscribers or for share groups are allocated only when needed.
 #[derive(Debug)]
 pub(super) struct FilterEntry<V> {
-    /// Non-shared subscribers. Delivery order among them carries no meaning, so removal is
-    /// `swap_remove`: O(1) however many sessions share a filter like `alerts/#`.
-    direct: IndexMap<SubscriberId, V>,
+    direct: Direct<V>,
     /// `$share/{group}/{filter}` subscriptions by group name. A shared subscription is identified
     /// by group and filter together (MQTT 5.0 section 4.8.2), so groups live under their filter.
-    shared: IndexMap<Box<str>, SharedGroup<V>>,
+    shared: Option<Box<IndexMap<Box<str>, SharedGroup<V>>>>,
 }
 
 impl<V> Default for FilterEntry<V> {
     fn default() -> Self {
         FilterEntry {
-            direct: IndexMap::new(),
-            shared: IndexMap::new(),
+            direct: Direct::Empty,
+            shared: None,
         }
+    }
+}
+
+/// Non-shared subscribers of one filter. Delivery order among them carries no meaning, so removal
+/// is `swap_remove`: O(1) however many sessions share a filter like `alerts/#`.
+#[derive(Debug)]
+enum Direct<V> {
+    Empty,
+    One(SubscriberId, V),
+    Many(Box<IndexMap<SubscriberId, V>>),
+}
+
+impl<V> Direct<V> {
+    /// Adds or replaces `id`'s value; returns true if it replaced one.
+    fn insert(&mut self, id: SubscriberId, value: V) -> bool {
+        let (next, replaced) = match std::mem::replace(self, Direct::Empty) {
+            Direct::Empty => (Direct::One(id, value), false),
+            Direct::One(existing, _) if existing == id => (Direct::One(id, value), true),
+            Direct::One(first, first_value) => {
+                let mut many = IndexMap::with_capacity(2);
+                many.insert(first, first_value);
+                many.insert(id, value);
+                (Direct::Many(Box::new(many)), false)
+            }
+            Direct::Many(mut many) => {
+                let replaced = many.insert(id, value).is_some();
+                (Direct::Many(many), replaced)
+            }
+        };
+        *self = next;
+        replaced
+    }
+
+    fn remove(&mut self, id: SubscriberId) -> bool {
+        match self {
+            Direct::Empty => false,
+            Direct::One(existing, _) => {
+                let found = *existing == id;
+                if found {
+                    *self = Direct::Empty;
+                }
+                found
+            }
+            Direct::Many(many) => {
+                let removed = many.swap_remove(&id).is_some();
+                if many.len() == 1
+                    && let Some((last, value)) = many.pop()
+                {
+                    // Back to the inline form: the table's memory goes with it.
+                    *self = Direct::One(last, value);
+                }
+                removed
+            }
+        }
+    }
+
+    fn get(&self, id: SubscriberId) -> Option<&V> {
+        match self {
+            Direct::Empty => None,
+            Direct::One(existing, value) => (*existing == id).then_some(value),
+            Direct::Many(many) => many.get(&id),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Direct::Empty)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (SubscriberId, &V)> {
+        let (one, many) = match self {
+            Direct::Empty => (None, None),
+            Direct::One(id, value) => (Some((*id, value)), None),
+            Direct::Many(many) => (None, Some(many.iter().map(|(&id, value)| (id, value)))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 }
 
@@ -34,16 +111,15 @@ impl<V> FilterEntry<V> {
     /// Adds or replaces `id`'s subscription, directly or in share group `group`; returns true if
     /// it replaced one.
     pub(super) fn insert(&mut self, group: Option<&str>, id: SubscriberId, value: V) -> bool {
-        let members = match group {
-            None => &mut self.direct,
-            Some(group) => {
-                &mut self
-                    .shared
-                    .entry(Box::from(group))
-                    .or_insert_with(SharedGroup::new)
-                    .members
-            }
+        let Some(group) = group else {
+            return self.direct.insert(id, value);
         };
+        let members = &mut self
+            .shared
+            .get_or_insert_with(Box::default)
+            .entry(Box::from(group))
+            .or_insert_with(SharedGroup::new)
+            .members;
         // `insert` keeps an existing key in its place, so a re-subscribing group member keeps its
         // turn in the rotation.
         members.insert(id, value).is_some()
@@ -52,30 +128,37 @@ impl<V> FilterEntry<V> {
     /// Removes `id`'s subscription; returns whether it existed. Drops a group left empty.
     pub(super) fn remove(&mut self, group: Option<&str>, id: SubscriberId) -> bool {
         let Some(group) = group else {
-            return self.direct.swap_remove(&id).is_some();
+            return self.direct.remove(id);
         };
-        let Some(members) = self.shared.get_mut(group).map(|g| &mut g.members) else {
+        let Some(shared) = self.shared.as_mut() else {
+            return false;
+        };
+        let Some(members) = shared.get_mut(group).map(|g| &mut g.members) else {
             return false;
         };
         // `shift_remove` (O(group size), on the rare unsubscribe) keeps the others in join order,
         // which is the rotation order `SharedGroup::pick` promises.
         let removed = members.shift_remove(&id).is_some();
         if members.is_empty() {
-            self.shared.swap_remove(group);
+            shared.swap_remove(group);
+            if shared.is_empty() {
+                self.shared = None;
+            }
         }
         removed
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.direct.is_empty() && self.shared.is_empty()
+        self.direct.is_empty() && self.shared.is_none()
     }
 
     /// `id`'s subscriptions in this entry: the direct one (group `None`) and one per share group.
     pub(super) fn of(&self, id: SubscriberId) -> impl Iterator<Item = (Option<&str>, &V)> {
-        let direct = self.direct.get(&id).map(|value| (None, value));
+        let direct = self.direct.get(id).map(|value| (None, value));
         let shared = self
             .shared
             .iter()
+            .flat_map(|shared| shared.iter())
             .filter_map(move |(group, g)| g.members.get(&id).map(|value| (Some(&**group), value)));
         direct.into_iter().chain(shared)
     }
@@ -85,10 +168,10 @@ impl<V> FilterEntry<V> {
     where
         F: FnMut(Matched<'a, V>),
     {
-        for (&id, value) in &self.direct {
+        for (id, value) in self.direct.iter() {
             visit(Matched::Direct { id, value });
         }
-        for group in self.shared.values() {
+        for group in self.shared.iter().flat_map(|shared| shared.values()) {
             visit(Matched::Shared(group));
         }
     }
