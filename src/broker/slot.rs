@@ -90,14 +90,16 @@ struct SlotInner {
     /// The session while no connection runs it.
     parked: Option<Box<Session>>,
     /// A will waiting for its Will Delay Interval (or the end of the session).
-    pending_will: Option<PendingWill>,
+    pending_will: Option<Box<PendingWill>>,
     control: Option<Control>,
     ended: bool,
     /// Deliveries dropped since the queue last had room, for the log line when it recovers.
     dropped: u64,
     /// The session's stored record while it is persistent and a store is in use: its QoS 1/2
     /// deliveries are stored as they are queued.
-    record: Option<SessionRecord>,
+    /// Boxed, as are the will and the client info: most sessions are clean and idle, and the
+    /// slot is part of every connection's memory.
+    record: Option<Box<SessionRecord>>,
     /// The connection running the session, while one does.
     client: Option<Box<ClientInfo>>,
 }
@@ -288,12 +290,12 @@ impl SessionSlot {
 
     /// The stored record of a persistent session, `None` while the session is not stored.
     pub fn record(&self) -> Option<SessionRecord> {
-        self.inner.lock().record.clone()
+        self.inner.lock().record.as_deref().cloned()
     }
 
     /// Sets (or clears) the session's stored record; QoS 1/2 deliveries are stored while set.
     pub fn set_record(&self, record: Option<SessionRecord>) {
-        self.inner.lock().record = record;
+        self.inner.lock().record = record.map(Box::new);
     }
 
     /// Puts stored deliveries back in the queue at start, in order, without applying limits
@@ -336,7 +338,7 @@ impl SessionSlot {
         self.online.store(true, Ordering::Relaxed);
         Ok(Attached {
             session: inner.parked.take(),
-            pending_will: inner.pending_will.take(),
+            pending_will: inner.pending_will.take().map(|will| *will),
         })
     }
 
@@ -348,7 +350,7 @@ impl SessionSlot {
         self.online.store(false, Ordering::Relaxed);
         inner.client = None;
         inner.parked = Some(session);
-        inner.pending_will = pending_will;
+        inner.pending_will = pending_will.map(Box::new);
         inner.generation
     }
 
@@ -370,7 +372,7 @@ impl SessionSlot {
         Some(Ended {
             stored,
             session: inner.parked.take(),
-            will: inner.pending_will.take(),
+            will: inner.pending_will.take().map(|will| *will),
         })
     }
 
@@ -380,7 +382,7 @@ impl SessionSlot {
         if inner.online || inner.generation != generation {
             return None;
         }
-        inner.pending_will.take()
+        inner.pending_will.take().map(|will| *will)
     }
 
     /// Takes the takeover request, so the leaving owner can signal after parking.

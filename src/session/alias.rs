@@ -55,7 +55,10 @@ impl InboundAliases {
 /// aliases would cost a full topic on every switch, which is what sending the topic costs anyway.
 #[derive(Debug, Default)]
 pub struct OutboundAliases {
-    assigned: HashMap<TopicName, NonZeroU16>,
+    /// Boxed although a map is on the heap already: most clients take no aliases, and the empty
+    /// map would cost every session 48 bytes.
+    #[allow(clippy::box_collection)]
+    assigned: Option<Box<HashMap<TopicName, NonZeroU16>>>,
 }
 
 /// How to address a PUBLISH to the client.
@@ -73,10 +76,10 @@ impl OutboundAliases {
     /// Decides how to address `topic`, without changing anything yet (the PUBLISH may still be
     /// dropped as too large, and then the client would never learn the alias).
     pub fn plan(&self, topic: &TopicName, maximum: u16) -> OutboundTopic {
-        if let Some(&alias) = self.assigned.get(topic) {
+        if let Some(&alias) = self.assigned.as_ref().and_then(|a| a.get(topic)) {
             return OutboundTopic::Known(alias);
         }
-        let next = self.assigned.len() + 1;
+        let next = self.assigned.as_ref().map_or(0, |a| a.len()) + 1;
         match u16::try_from(next).ok().and_then(NonZeroU16::new) {
             Some(alias) if alias.get() <= maximum => OutboundTopic::Assign(alias),
             _ => OutboundTopic::Full,
@@ -85,7 +88,9 @@ impl OutboundAliases {
 
     /// Records an alias the client has now been sent.
     pub fn commit(&mut self, topic: &TopicName, alias: NonZeroU16) {
-        self.assigned.insert(topic.clone(), alias);
+        self.assigned
+            .get_or_insert_with(Box::default)
+            .insert(topic.clone(), alias);
     }
 }
 
