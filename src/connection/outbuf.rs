@@ -133,11 +133,16 @@ impl OutBuf {
         }
     }
 
-    /// Gives back the scratch allocation while nothing is queued, so an idle connection holds no
-    /// write buffer.
+    /// Gives back the scratch allocation and the segment queue while nothing is queued, so an
+    /// idle connection holds no write buffer.
     pub fn release_if_empty(&mut self) {
-        if self.len == 0 && self.scratch.capacity() != 0 {
-            self.scratch = BytesMut::new();
+        if self.len == 0 {
+            if self.scratch.capacity() != 0 {
+                self.scratch = BytesMut::new();
+            }
+            if self.segments.capacity() != 0 {
+                self.segments = VecDeque::new();
+            }
         }
     }
 }
