@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -389,9 +389,11 @@ impl AcceptLoop {
         let acceptor = self.acceptor.clone();
         let timeout = self.handshake_timeout;
         let gate = self.gate.clone();
+        let tasks = self.tasks.clone();
+        // The transport handshake runs as a task of its own, which then hands the connection to
+        // its serving task: the handshake's state (rustls, the HTTP request, its timer) is gone
+        // by then, so an idle connection does not carry it for its whole life.
         self.tasks.spawn(async move {
-            // Boxed: the handshake's state (rustls, the HTTP request) is not carried in every
-            // connection task for its whole life.
             let handshake = tokio::time::timeout(timeout, Box::pin(acceptor.accept(tcp)));
             let accepted = tokio::select! {
                 () = stop.cancelled() => None,
@@ -408,20 +410,26 @@ impl AcceptLoop {
                 },
             };
             if let Some(accepted) = accepted {
-                connection::serve(accepted.stream, peer, accepted.identity, broker, gate, stop)
-                    .await;
+                tasks.spawn(connection::serve(
+                    accepted.stream,
+                    peer,
+                    accepted.identity,
+                    broker,
+                    gate,
+                    stop,
+                    permits,
+                ));
             }
-            drop(permits);
         });
     }
 
-    fn permits(&self) -> Option<(Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>)> {
+    fn permits(&self) -> Option<connection::Permits> {
         let take = |semaphore: &Option<Arc<Semaphore>>| match semaphore {
             None => Some(None),
             Some(semaphore) => semaphore.clone().try_acquire_owned().ok().map(Some),
         };
         let own = take(&self.own)?;
         let total = take(&self.total)?;
-        Some((own, total))
+        Some([own, total])
     }
 }

@@ -204,7 +204,8 @@ fn an_http_listener_beyond_loopback_without_a_token_is_refused() {
 async fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("starling.toml");
-    let config = CONFIG.replace(r#"level = "info""#, "level = \"info\"\nformat = \"json\"");
+    // At debug level every line is also inside its connection's span.
+    let config = CONFIG.replace(r#"level = "info""#, "level = \"debug\"\nformat = \"json\"");
     std::fs::write(&path, config).expect("write config");
     let mut broker = tokio::task::block_in_place(|| Broker::start(&path));
     let (client, _) =
@@ -224,5 +225,11 @@ async fn json_logs_are_one_object_per_line() {
     assert_eq!(
         value["span"]["client"], "json-client",
         "the connection's span"
+    );
+    assert!(
+        value["span"]["peer"]
+            .as_str()
+            .is_some_and(|peer| peer.starts_with("127.0.0.1:")),
+        "{value}"
     );
 }

@@ -9,7 +9,7 @@
 
 mod outbuf;
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,9 +17,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::auth::{Access, Credentials, Gate};
 use crate::broker::{Broker, ClientInfo, Control, SessionSlot};
@@ -28,7 +29,9 @@ use crate::codec::{
     ReasonContext,
 };
 use crate::message::Delivery;
-use crate::metrics::{AuthFailure, DisconnectReason, DropReason, Metrics, RefusalReason};
+use crate::metrics::{
+    AuthFailure, DisconnectReason, DropReason, Metrics, OpenConnection, RefusalReason,
+};
 use crate::session::{self, Action, Close, Dropped, Session};
 use crate::storage::{StoreOp, Ticket};
 use crate::transport::Stream;
@@ -48,18 +51,28 @@ const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 /// Deliveries taken from the mailbox per lock.
 const BATCH: usize = 64;
 
-/// Serves one accepted connection until it closes. `identity` is the username the transport
-/// established (a client certificate with `use_identity_as_username`); it replaces the one in
-/// CONNECT. `gate` authenticates the CONNECT.
-pub async fn serve(
+/// Serves one accepted connection until it closes: handshake, serving, close. `identity` is the
+/// username the transport established (a client certificate with `use_identity_as_username`); it
+/// replaces the one in CONNECT. `gate` authenticates the CONNECT. `permits` are the
+/// connection-limit permits this connection holds until it ends.
+///
+/// An idle connection's memory is mostly this task's future, which is as large as its largest
+/// state, so it is kept flat: one async block (every nested async layer keeps its own copy of its
+/// arguments for the task's whole life), with only the serving phase inline. The handshake and
+/// the close (CONNECT, takeover wait, drain timer) run boxed, allocated only while they last.
+pub fn serve(
     stream: Stream,
     peer: SocketAddr,
     identity: Option<String>,
     broker: Arc<Broker>,
     gate: Gate,
     shutdown: CancellationToken,
-) {
-    let span = info_span!("conn", %peer, client = tracing::field::Empty);
+    permits: Permits,
+) -> impl Future<Output = ()> + Send + 'static {
+    // At debug level, so it costs nothing by default: a span lives as long as its connection
+    // (about 0.5 KiB each in the subscriber's registry, a fifth of an idle connection), and every
+    // line at info and above names its client and peer itself, as mosquitto's do.
+    let span = debug_span!("conn", %peer, client = tracing::field::Empty);
     let mut connection = Connection {
         stream,
         peer,
@@ -71,15 +84,36 @@ pub async fn serve(
         },
         last_write: tokio::time::Instant::now().into_std(),
         hold: Ticket::NONE,
+        _open: broker.metrics().connection_opened(),
+        _permits: permits,
     };
     async move {
         debug!("new connection");
-        let _open = broker.metrics().connection_opened();
-        connection.run(identity, &broker, gate, &shutdown).await;
+        let (broker, shutdown) = (&broker, &shutdown);
+        let Some(Accepted {
+            slot,
+            mut session,
+            mut actions,
+            ended,
+        }) = Box::pin(connection.handshake(identity, broker, gate, shutdown)).await
+        else {
+            return;
+        };
+        let ending = match ended {
+            Some(ending) => ending,
+            None => {
+                connection
+                    .serve_session(broker, &slot, &mut session, &mut actions)
+                    .await
+            }
+        };
+        Box::pin(connection.finish(broker, &slot, session, ending)).await;
     }
     .instrument(span)
-    .await
 }
+
+/// Connection-limit permits (per listener, broker-wide) a connection holds while it lives.
+pub type Permits = [Option<OwnedSemaphorePermit>; 2];
 
 /// What woke the connection up.
 enum Event {
@@ -155,6 +189,9 @@ struct Connection {
     /// Output is held back until the store has applied this ticket: what we acknowledge must be
     /// durable first (`always` mode; otherwise tickets are always settled).
     hold: Ticket,
+    /// Counts the connection in `mqtt_connections_current` while it lives.
+    _open: OpenConnection,
+    _permits: Permits,
 }
 
 fn now() -> Instant {
@@ -163,36 +200,6 @@ fn now() -> Instant {
 }
 
 impl Connection {
-    /// Runs the connection: handshake, serving, close. Only the serving phase lives inline in this
-    /// future: a future is as large as its largest state, and every connection would otherwise
-    /// carry the handshake's and the close's state (CONNECT, takeover wait, drain timer) for its
-    /// whole life. Those phases run boxed, allocated only while they last.
-    async fn run(
-        &mut self,
-        identity: Option<String>,
-        broker: &Arc<Broker>,
-        gate: Gate,
-        shutdown: &CancellationToken,
-    ) {
-        let Some(Accepted {
-            slot,
-            mut session,
-            mut actions,
-            ended,
-        }) = Box::pin(self.handshake(identity, broker, gate, shutdown)).await
-        else {
-            return;
-        };
-        let ending = match ended {
-            Some(ending) => ending,
-            None => {
-                self.serve_session(broker, &slot, &mut session, &mut actions)
-                    .await
-            }
-        };
-        Box::pin(self.finish(broker, &slot, session, ending)).await;
-    }
-
     /// Reads CONNECT, negotiates, opens (or takes over) the session and queues the CONNACK and
     /// any resent messages. `None` when the connection was refused or closed before that.
     async fn handshake(
