@@ -21,7 +21,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::mqtt::{self, Conn, READ_CHUNK, STAMP_LEN};
+use crate::burst::{self, Burst};
+use crate::mqtt::{self, Conn, KEEP_ALIVE_SECS, READ_CHUNK, STAMP_LEN};
 use crate::procfs::{self, Sample};
 use crate::report::{self, Account, PubReport, SubReport, Track};
 use crate::{FlowArgs, Shape, loopback_target, run_tag};
@@ -57,6 +58,8 @@ pub struct Shared {
     pubs: Vec<PubShared>,
     /// Deliveries (duplicates included) per subscriber, updated once per read.
     delivered: Vec<AtomicU64>,
+    /// With `--burst`: when the burst began and ended, to sort messages into phases.
+    burst_marks: Option<Arc<burst::Marks>>,
 }
 
 impl Shared {
@@ -154,6 +157,17 @@ impl Plan {
             .window
             .unwrap_or_else(|| (512 / pubs_per_sub as u64).max(16))
             .max(1);
+        if args.burst.is_some() {
+            if args.count.is_some() {
+                bail!("--burst runs for a --duration, not a --count");
+            }
+            // Burst connections do not ping: the whole run stays within their keep alive.
+            if args.warmup + args.duration + args.drain >= f64::from(KEEP_ALIVE_SECS) {
+                bail!(
+                    "--burst: warm-up + duration + drain must stay below the keep alive ({KEEP_ALIVE_SECS} s)"
+                );
+            }
+        }
         let rate_per_pub = match args.rate {
             Some(rate) if rate > 0.0 => Some(rate / pub_topics.len() as f64),
             Some(_) => bail!("--rate must be positive"),
@@ -193,6 +207,9 @@ pub async fn run(shape: Shape, args: FlowArgs) -> anyhow::Result<String> {
     let plan = Arc::new(Plan::new(shape, args)?);
     let args = &plan.args;
     let common = &args.common;
+    if let Some(reason) = &common.skip {
+        return Ok(skipped_line(shape, &plan, reason));
+    }
     let target = loopback_target(common).await?;
     let version = common.mqtt.protocol();
     let persistent = common.persistent;
@@ -250,8 +267,37 @@ pub async fn run(shape: Shape, args: FlowArgs) -> anyhow::Result<String> {
             })
             .collect(),
         delivered: (0..plan.subscribers()).map(|_| AtomicU64::new(0)).collect(),
+        burst_marks: args.burst.map(|_| {
+            Arc::new(burst::Marks::new(
+                u64::try_from(measure_from.as_nanos()).unwrap_or(u64::MAX),
+            ))
+        }),
     });
     let start = Sample::take(common.broker_pid);
+    let burst_plan = args.burst.map(|connections| Burst {
+        target,
+        connections,
+        concurrency: args.burst_concurrency,
+        per_source: args.burst_per_source,
+        version,
+        limit,
+        tag: format!("{tag}b"),
+    });
+    let burst_thread = match (&burst_plan, &shared.burst_marks) {
+        (Some(b), Some(marks)) => {
+            let at = args.burst_at.unwrap_or(args.duration / 3.0).max(0.0);
+            let start_at = shared.epoch + measure_from + Duration::from_secs_f64(at);
+            let b = b.clone();
+            Some(burst::spawn(
+                b,
+                shared.epoch,
+                start_at,
+                marks.clone(),
+                shared.stop.clone(),
+            )?)
+        }
+        _ => None,
+    };
     let mut sub_tasks = Vec::new();
     for (i, conn) in sub_conns.into_iter().enumerate() {
         sub_tasks.push(tokio::spawn(subscribe_loop(
@@ -287,6 +333,7 @@ pub async fn run(shape: Shape, args: FlowArgs) -> anyhow::Result<String> {
     };
     progress_until(&shared, publish_end, start.at, &pub_tasks).await;
     shared.stop.cancel();
+    let publish_end_ns = shared.now_ns();
     let mut to = Sample::take(common.broker_pid);
     let (mut to_delivered, mut to_sent) = (shared.total_delivered(), shared.total_sent());
 
@@ -316,6 +363,27 @@ pub async fn run(shape: Shape, args: FlowArgs) -> anyhow::Result<String> {
         conns.push(conn);
     }
     close_all(conns).await;
+    let burst_outcome = match burst_thread {
+        Some(thread) => Some(
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .context("waiting for the burst thread")?
+                .map_err(|_| anyhow::anyhow!("the burst thread panicked"))??,
+        ),
+        None => None,
+    };
+    let burst_json = match (&burst_plan, &burst_outcome, &shared.burst_marks) {
+        (Some(b), Some(outcome), Some(marks)) => burst::to_json(
+            b,
+            outcome,
+            marks,
+            publish_end_ns,
+            &plan.subs_of_pub,
+            &pub_reports,
+            &sub_reports,
+        )?,
+        _ => serde_json::Value::Null,
+    };
 
     let account = Account::settle(plan.qos, &plan.subs_of_pub, &pub_reports, &sub_reports);
     let latency = report::merge_latency(&sub_reports)?;
@@ -349,8 +417,30 @@ pub async fn run(shape: Shape, args: FlowArgs) -> anyhow::Result<String> {
         "accounting": account.to_json(),
         "broker": procfs::broker_json(common.broker_pid, &from, &to),
         "generator_cpu_percent": procfs::cpu_percent(from.own_cpu, to.own_cpu, from.at, to.at),
+        "burst": burst_json,
     });
     Ok(line.to_string())
+}
+
+/// The result line of a run that was not made: the same keys that place a real one in its row
+/// of the report, with the reason instead of figures.
+fn skipped_line(shape: Shape, plan: &Plan, reason: &str) -> String {
+    let args = &plan.args;
+    serde_json::json!({
+        "scenario": shape.name(),
+        "label": args.common.label,
+        "mqtt": args.common.mqtt.name(),
+        "qos": args.qos,
+        "publishers": plan.publishers(),
+        "subscribers": plan.subscribers(),
+        "payload": args.payload,
+        "rate": args.rate,
+        "count": args.count,
+        "burst": args.burst.map(|n| serde_json::json!({ "connections": n })),
+        "skipped": reason,
+        "accounting": { "verdict": "n/a" },
+    })
+    .to_string()
 }
 
 /// Waits for every task of a connect phase and puts the connections in index order.
@@ -579,6 +669,14 @@ async fn publish_loop(
                     inflight += 1;
                     Some(ids.take().context("no free packet identifier")?)
                 };
+                let now_ns = shared.now_ns();
+                if let Some(marks) = &shared.burst_marks {
+                    for (k, start) in report.phase_start.iter_mut().enumerate() {
+                        if start.is_none() && now_ns >= marks.boundary(k) {
+                            *start = Some(seq);
+                        }
+                    }
+                }
                 mqtt::put_publish(
                     &mut out,
                     version,
@@ -587,7 +685,7 @@ async fn publish_loop(
                     id,
                     publisher,
                     seq,
-                    shared.now_ns(),
+                    now_ns,
                     args.payload,
                 )?;
                 seq += 1;
@@ -717,6 +815,12 @@ async fn subscribe_loop(
     let slots = plan.slots_of(index);
     let mut tracks: Vec<Track> = (0..plan.publishers()).map(|_| Track::default()).collect();
     let mut report = SubReport::new()?;
+    if shared.burst_marks.is_some() {
+        report.phase_latency = burst::PHASES
+            .iter()
+            .map(|_| new_histogram())
+            .collect::<anyhow::Result<_>>()?;
+    }
     let mut out = BytesMut::new();
     let mut touched: Vec<usize> = Vec::new();
     loop {
@@ -764,6 +868,14 @@ async fn subscribe_loop(
                     if sent_ns >= shared.measure_from_ns {
                         let latency = shared.now_ns().saturating_sub(sent_ns).max(1);
                         report.latency.saturating_record(latency);
+                        if let Some(phase) = shared
+                            .burst_marks
+                            .as_ref()
+                            .and_then(|m| m.phase_of(sent_ns))
+                            && let Some(h) = report.phase_latency.get_mut(phase)
+                        {
+                            h.saturating_record(latency);
+                        }
                     }
                 }
                 Packet::PubRel(rel) => {

@@ -5,13 +5,15 @@
 //! the same measure for every broker. Past `--per-source` connections the clients bind to
 //! further 127.0.0.x source addresses, so one address's ephemeral ports are never the limit.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::BytesMut;
-use starling::codec::{Packet, QoS};
+use starling::codec::{Packet, ProtocolVersion, QoS};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::mqtt::{self, Conn, KEEP_ALIVE_SECS};
 use crate::procfs::{self, Sample, status_kib};
@@ -22,6 +24,9 @@ const MAX_FAILURES: usize = 100;
 
 pub async fn run(args: IdleArgs) -> anyhow::Result<String> {
     let common = &args.common;
+    if let Some(reason) = &common.skip {
+        return Ok(skipped_line(&args, reason));
+    }
     let target = loopback_target(common).await?;
     let version = common.mqtt.protocol();
     let limit = Duration::from_secs_f64(common.connect_timeout);
@@ -31,45 +36,24 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<String> {
 
     let rss_before = pid.and_then(|p| status_kib(p, "VmRSS"));
     let start = Sample::take(pid);
-    let mut conns: Vec<Conn> = Vec::with_capacity(n);
-    let mut failures = 0usize;
-    let mut first_error: Option<String> = None;
-    let mut set = JoinSet::new();
-    let mut next = 0usize;
-    let mut last_line = Instant::now();
-    while next < n || !set.is_empty() {
-        while next < n && set.len() < args.concurrency.max(1) && failures < MAX_FAILURES {
-            let i = next;
-            let source = source_for(target, i, args.per_source);
-            let (filter, id) = (format!("lg/{tag}/idle/{i}"), format!("lg-{tag}-i{i}"));
-            set.spawn(async move {
-                let mut conn = Conn::open(target, source, &id, version, false, limit).await?;
-                conn.subscribe(&filter, QoS::AtLeastOnce)
-                    .await
-                    .with_context(|| format!("{id}: subscribe"))?;
-                anyhow::Ok(conn)
-            });
-            next += 1;
-        }
-        let Some(joined) = set.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok(Ok(conn)) => conns.push(conn),
-            Ok(Err(e)) => {
-                failures += 1;
-                first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
-            Err(e) => {
-                failures += 1;
-                first_error.get_or_insert_with(|| format!("connect task: {e}"));
-            }
-        }
-        if last_line.elapsed() >= Duration::from_secs(1) {
-            eprintln!("idle: {} of {n} connected, {failures} failed", conns.len());
-            last_line = Instant::now();
-        }
-    }
+    let Opened {
+        mut conns,
+        failures,
+        first_error,
+    } = open_many(
+        &Many {
+            target,
+            n,
+            per_source: args.per_source,
+            concurrency: args.concurrency,
+            version,
+            limit,
+            tag: &tag,
+            what: "idle",
+        },
+        None,
+    )
+    .await;
     let connect_s = start.at.elapsed().as_secs_f64();
     eprintln!(
         "idle: {} of {n} connected and subscribed in {connect_s:.1} s, {failures} failed",
@@ -135,6 +119,108 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<String> {
         "broker": procfs::broker_json(pid, &start, &end),
     });
     Ok(line.to_string())
+}
+
+/// The result line of a run that was not made: same keys as a real one, so the report puts it in
+/// its row, with the reason instead of figures.
+fn skipped_line(args: &IdleArgs, reason: &str) -> String {
+    serde_json::json!({
+        "scenario": "idle",
+        "label": args.common.label,
+        "mqtt": args.common.mqtt.name(),
+        "connections": args.connections,
+        "skipped": reason,
+        "verdict": "n/a",
+    })
+    .to_string()
+}
+
+/// What to open: `n` connections with one subscription each, `concurrency` handshakes at once,
+/// changing source address every `per_source` connections.
+pub struct Many<'a> {
+    pub target: SocketAddr,
+    pub n: usize,
+    pub per_source: usize,
+    pub concurrency: usize,
+    pub version: ProtocolVersion,
+    pub limit: Duration,
+    /// Keeps client ids and filters apart from other runs and other groups of the same run.
+    pub tag: &'a str,
+    /// Prefix of the progress lines.
+    pub what: &'a str,
+}
+
+/// The connections that were opened and subscribed, and what failed.
+pub struct Opened {
+    pub conns: Vec<Conn>,
+    pub failures: usize,
+    pub first_error: Option<String>,
+}
+
+/// Opens and subscribes `many.n` connections as fast as `many.concurrency` allows, with a
+/// progress line each second; gives up after `MAX_FAILURES` failures, or when `stop` is
+/// cancelled (then what is open so far is returned).
+pub async fn open_many(many: &Many<'_>, stop: Option<&CancellationToken>) -> Opened {
+    let n = many.n;
+    let mut conns: Vec<Conn> = Vec::with_capacity(n);
+    let mut failures = 0usize;
+    let mut first_error: Option<String> = None;
+    let mut set = JoinSet::new();
+    let mut next = 0usize;
+    let mut last_line = Instant::now();
+    let never = CancellationToken::new();
+    let stop = stop.unwrap_or(&never);
+    while next < n || !set.is_empty() {
+        while next < n && set.len() < many.concurrency.max(1) && failures < MAX_FAILURES {
+            let i = next;
+            let source = source_for(many.target, i, many.per_source);
+            let tag = many.tag;
+            let (filter, id) = (format!("lg/{tag}/idle/{i}"), format!("lg-{tag}-i{i}"));
+            let (target, version, limit) = (many.target, many.version, many.limit);
+            set.spawn(async move {
+                let mut conn = Conn::open(target, source, &id, version, false, limit).await?;
+                conn.subscribe(&filter, QoS::AtLeastOnce)
+                    .await
+                    .with_context(|| format!("{id}: subscribe"))?;
+                anyhow::Ok(conn)
+            });
+            next += 1;
+        }
+        let joined = tokio::select! {
+            joined = set.join_next() => joined,
+            () = stop.cancelled() => {
+                first_error.get_or_insert_with(|| "stopped before all were open".to_owned());
+                break;
+            }
+        };
+        let Some(joined) = joined else {
+            break;
+        };
+        match joined {
+            Ok(Ok(conn)) => conns.push(conn),
+            Ok(Err(e)) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+            Err(e) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| format!("connect task: {e}"));
+            }
+        }
+        if last_line.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "{}: {} of {n} connected, {failures} failed",
+                many.what,
+                conns.len()
+            );
+            last_line = Instant::now();
+        }
+    }
+    Opened {
+        conns,
+        failures,
+        first_error,
+    }
 }
 
 /// Sends PINGREQ on every connection (errors show up in the final liveness check).

@@ -13,6 +13,7 @@
 //!
 //! See benches/README.md for the scenarios, the options and the JSON fields.
 
+mod burst;
 mod flow;
 mod idle;
 mod mqtt;
@@ -82,6 +83,10 @@ pub struct Common {
     /// persistence stores every QoS 1/2 delivery: for durability benchmarks. Default: clean.
     #[arg(long)]
     persistent: bool,
+    /// Do not run: print a result line for this scenario marked as skipped, with this reason
+    /// (the compare script's way to show "n/a" for a feature a broker lacks, such as QoS 2).
+    #[arg(long, value_name = "REASON")]
+    skip: Option<String>,
 }
 
 /// MQTT protocol version on the wire.
@@ -153,6 +158,22 @@ pub struct FlowArgs {
     /// Upper bound on the whole run in --count mode, in seconds.
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
+    /// Open this many more connections (one subscription each) as fast as possible while the
+    /// flow runs, from a thread of their own; the result then splits the flow's latency and
+    /// losses into before, during and after the burst: does accepting connections stall the
+    /// clients already connected? Use with --rate, so the flow's load stays the same.
+    #[arg(long, value_name = "N")]
+    burst: Option<usize>,
+    /// Seconds into the measured interval at which the burst starts (default: a third of
+    /// --duration).
+    #[arg(long)]
+    burst_at: Option<f64>,
+    /// Handshakes of the burst in progress at once.
+    #[arg(long, default_value_t = 256)]
+    burst_concurrency: usize,
+    /// Burst connections per source address (127.0.0.1, then 127.0.0.2, ...; see idle).
+    #[arg(long, default_value_t = 20_000)]
+    burst_per_source: usize,
 }
 
 /// Options of the idle scenario.
@@ -182,7 +203,7 @@ pub struct IdleArgs {
 struct ReportArgs {
     /// Files of result lines; lines that are not JSON objects are skipped.
     files: Vec<std::path::PathBuf>,
-    /// Labels to compare, in column order; the ratio is first / second.
+    /// Labels to compare, in column order; the ratios are the first over each of the others.
     #[arg(long, value_delimiter = ',', default_value = "starling,mosquitto")]
     labels: Vec<String>,
 }

@@ -47,13 +47,20 @@ impl Track {
         self.next
     }
 
+    /// How many distinct sequence numbers in `from..to` were seen.
+    pub fn count_range(&self, from: u64, to: u64) -> u64 {
+        (from..to).filter(|&seq| self.has(seq)).count() as u64
+    }
+
+    fn has(&self, seq: u64) -> bool {
+        self.seen
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+
     /// The first few runs of sequence numbers below `sent` never seen, as "a..b" (inclusive).
     pub fn missing(&self, sent: u64, max_runs: usize) -> Vec<String> {
-        let has = |seq: u64| {
-            self.seen
-                .get((seq / 64) as usize)
-                .is_some_and(|w| w & (1 << (seq % 64)) != 0)
-        };
+        let has = |seq: u64| self.has(seq);
         let mut runs = Vec::new();
         let mut seq = 0;
         while seq < sent && runs.len() < max_runs {
@@ -84,6 +91,23 @@ pub struct PubReport {
     pub stray_acks: u64,
     /// Times the window was forgiven because nothing arrived (QoS 0 messages the broker dropped).
     pub window_stalls: u64,
+    /// With `--burst`: the first sequence number sent in each phase (before, during, after the
+    /// burst); `None` for a phase that had not begun when publishing stopped.
+    pub phase_start: [Option<u64>; 3],
+}
+
+impl PubReport {
+    /// The sequence numbers this publisher sent in burst phase `k`.
+    pub fn phase_range(&self, k: usize) -> (u64, u64) {
+        let start = |k: usize| {
+            self.phase_start
+                .get(k)
+                .copied()
+                .flatten()
+                .unwrap_or(self.sent)
+        };
+        (start(k), start(k + 1))
+    }
 }
 
 /// One subscriber's account.
@@ -94,6 +118,8 @@ pub struct SubReport {
     pub latency: Histogram<u64>,
     /// Per publisher, indexed like the plan's publishers.
     pub tracks: Vec<Track>,
+    /// With `--burst`: latency per burst phase (before, during, after); empty otherwise.
+    pub phase_latency: Vec<Histogram<u64>>,
 }
 
 impl SubReport {
@@ -104,6 +130,7 @@ impl SubReport {
             misrouted: 0,
             latency: new_histogram()?,
             tracks: Vec::new(),
+            phase_latency: Vec::new(),
         })
     }
 }
@@ -235,18 +262,23 @@ pub fn merge_latency(subs: &[SubReport]) -> anyhow::Result<Value> {
     for s in subs {
         all.add(&s.latency).context("merging latency histograms")?;
     }
-    if all.is_empty() {
-        return Ok(Value::Null);
+    Ok(latency_json(&all))
+}
+
+/// p50/p99/p99.9/max/mean in microseconds of a histogram in nanoseconds (null when empty).
+pub fn latency_json(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return Value::Null;
     }
     let us = |ns: u64| ns as f64 / 1000.0;
-    Ok(json!({
-        "p50": us(all.value_at_quantile(0.50)),
-        "p99": us(all.value_at_quantile(0.99)),
-        "p999": us(all.value_at_quantile(0.999)),
-        "max": us(all.max()),
-        "mean": all.mean() / 1000.0,
-        "samples": all.len(),
-    }))
+    json!({
+        "p50": us(h.value_at_quantile(0.50)),
+        "p99": us(h.value_at_quantile(0.99)),
+        "p999": us(h.value_at_quantile(0.999)),
+        "max": us(h.max()),
+        "mean": h.mean() / 1000.0,
+        "samples": h.len(),
+    })
 }
 
 /// One row of the table: what was run, independent of the broker.
@@ -268,35 +300,72 @@ fn row_key(v: &Value) -> String {
                 "pairs" => format!("{p} publisher/subscriber pairs"),
                 other => other.to_owned(),
             };
-            match v["rate"].as_f64() {
-                Some(rate) => format!(
+            match (v["rate"].as_f64(), v["burst"]["connections"].as_u64()) {
+                (Some(rate), Some(burst)) => format!(
+                    "latency at a fixed {} msg/s while {burst} new connections open, {shape}, QoS {}{suffix}, p50 / p99 / max ms during the burst (before it)",
+                    si(rate),
+                    v["qos"]
+                ),
+                (Some(rate), None) => format!(
                     "latency at a fixed {} msg/s, {shape}, QoS {}{suffix}, p50 / p99 ms",
                     si(rate),
                     v["qos"]
                 ),
-                None => format!("{shape}, QoS {}{suffix}, deliveries/s", v["qos"]),
+                (None, Some(burst)) => format!(
+                    "{shape}, QoS {}{suffix}, while {burst} new connections open, deliveries/s",
+                    v["qos"]
+                ),
+                (None, None) => format!("{shape}, QoS {}{suffix}, deliveries/s", v["qos"]),
             }
         }
     }
 }
 
-/// The figures compared for a row (throughput; latency p50 and p99; KiB per idle connection).
-/// Lower is better for latency and memory.
+/// The figures of a row (throughput; latency p50 and p99; KiB per idle connection; with a
+/// burst, p50, p99 and max during it and then before it). Lower is better for latency and
+/// memory. `None` for a run without figures (skipped, failed).
 fn figures(v: &Value) -> Option<Vec<f64>> {
+    if v["skipped"].is_string() {
+        return None;
+    }
     if v["scenario"] == "idle" {
         return Some(vec![v["per_connection_bytes"].as_f64()? / 1024.0]);
     }
+    let ms = |l: &Value, q: &str| l[q].as_f64().map(|us| us / 1000.0);
+    if v["rate"].is_number() && v["burst"].is_object() {
+        let phases = &v["burst"]["phases"];
+        let (during, before) = (
+            &phases["during"]["latency_us"],
+            &phases["before"]["latency_us"],
+        );
+        return Some(vec![
+            ms(during, "p50")?,
+            ms(during, "p99")?,
+            ms(during, "max")?,
+            ms(before, "p50")?,
+            ms(before, "p99")?,
+            ms(before, "max")?,
+        ]);
+    }
     if v["rate"].is_number() {
-        let ms = |q: &str| v["latency_us"][q].as_f64().map(|us| us / 1000.0);
-        return Some(vec![ms("p50")?, ms("p99")?]);
+        let l = &v["latency_us"];
+        return Some(vec![ms(l, "p50")?, ms(l, "p99")?]);
     }
     Some(vec![v["deliveries_per_s"].as_f64()?])
+}
+
+/// How many of a row's figures are compared in the ratio column (the rest is context).
+fn compared(figures: &[f64]) -> usize {
+    if figures.len() == 6 { 3 } else { figures.len() }
 }
 
 /// How a row's figures are shown.
 fn show_figures(v: &Value, xs: &[f64]) -> String {
     match xs {
         [p50, p99] => format!("{p50:.2} / {p99:.2}"),
+        [p50, p99, max, b50, b99, bmax] => {
+            format!("{p50:.2} / {p99:.2} / {max:.1} ({b50:.2} / {b99:.2} / {bmax:.1})")
+        }
         [x] if v["scenario"] == "idle" => format!("{x:.2}"),
         [x] => si(*x),
         _ => "-".to_owned(),
@@ -347,12 +416,82 @@ fn verdicts(runs: &[&Value]) -> String {
         .join("; ")
 }
 
-/// Prints the markdown table: per row, the median figure of each label, their ratio, the
-/// verdicts, and the broker's median CPU and peak RSS.
+/// One label's side of a row: median figures, how they are shown, verdicts, broker CPU and
+/// peak RSS.
+struct Side {
+    medians: Vec<f64>,
+    shown: String,
+    verdicts: String,
+    cpu: Option<f64>,
+    rss_kib: Option<f64>,
+    skipped: bool,
+}
+
+impl Side {
+    fn of(rs: &[&Value]) -> Side {
+        let all: Vec<Vec<f64>> = rs.iter().filter_map(|v| figures(v)).collect();
+        // The median of each figure on its own (p50 and p99 may come from different runs).
+        let width = all.first().map_or(0, Vec::len);
+        let medians: Option<Vec<f64>> = (0..width)
+            .map(|i| median(all.iter().filter_map(|f| f.get(i).copied()).collect()))
+            .collect();
+        let skipped = !rs.is_empty() && rs.iter().all(|v| v["skipped"].is_string());
+        let shown = match (&medians, rs.first()) {
+            _ if skipped => "n/a".to_owned(),
+            (Some(m), Some(v)) if !m.is_empty() => show_figures(v, m),
+            _ if rs.is_empty() => "not run".to_owned(),
+            _ => "no result".to_owned(),
+        };
+        let broker = |key: &str| {
+            median(
+                rs.iter()
+                    .filter_map(|v| v["broker"][key].as_f64())
+                    .collect(),
+            )
+        };
+        Side {
+            medians: medians.unwrap_or_default(),
+            shown,
+            verdicts: verdicts(rs),
+            cpu: broker("cpu_percent"),
+            rss_kib: broker("peak_rss_kib"),
+            skipped,
+        }
+    }
+
+    /// This side's compared figures over `other`'s, one ratio each.
+    fn ratio(&self, other: &Side) -> String {
+        if self.skipped || other.skipped {
+            return "n/a".to_owned();
+        }
+        let n = compared(&self.medians);
+        if n == 0 || self.medians.len() != other.medians.len() {
+            return "-".to_owned();
+        }
+        self.medians[..n]
+            .iter()
+            .zip(&other.medians[..n])
+            .map(|(x, y)| {
+                if *y > 0.0 {
+                    format!("{:.2}", x / y)
+                } else {
+                    "-".to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" / ")
+    }
+}
+
+/// Prints the markdown table: per row, the median figure of each label, the first label's ratio
+/// to each of the others, the verdicts, and the broker's median CPU and peak RSS.
 pub fn print_table(files: &[PathBuf], labels: &[String]) -> anyhow::Result<()> {
-    let [a, b] = labels else {
-        anyhow::bail!("--labels takes exactly two labels");
+    let [first, others @ ..] = labels else {
+        anyhow::bail!("--labels takes at least two labels");
     };
+    if others.is_empty() {
+        anyhow::bail!("--labels takes at least two labels");
+    }
     let mut rows: Vec<String> = Vec::new();
     let mut runs: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
     for file in files {
@@ -373,61 +512,58 @@ pub fn print_table(files: &[PathBuf], labels: &[String]) -> anyhow::Result<()> {
             runs.entry((key, label)).or_default().push(v);
         }
     }
-    println!(
-        "| scenario | {a} | {b} | ratio {a}/{b} | verdicts {a} / {b} | broker CPU % {a} / {b} | broker peak RSS MiB {a} / {b} |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    let all = labels.join(" / ");
+    let mut header = String::from("| scenario |");
+    for label in labels {
+        header.push_str(&format!(" {label} |"));
+    }
+    for other in others {
+        header.push_str(&format!(" ratio {first}/{other} |"));
+    }
+    header.push_str(&format!(
+        " verdicts {all} | broker CPU % {all} | broker peak RSS MiB {all} |"
+    ));
+    println!("{header}");
+    let columns = 1 + labels.len() + others.len() + 3;
+    println!("|{}", "---|".repeat(columns));
     let empty = Vec::new();
+    let num = |x: Option<f64>, digits: usize| x.map_or("-".to_owned(), |x| format!("{x:.digits$}"));
     for row in rows {
-        let side = |label: &String| {
-            let rs: Vec<&Value> = runs
-                .get(&(row.clone(), label.clone()))
-                .unwrap_or(&empty)
-                .iter()
-                .collect();
-            let all: Vec<Vec<f64>> = rs.iter().filter_map(|v| figures(v)).collect();
-            // The median of each figure on its own (p50 and p99 may come from different runs).
-            let width = all.first().map_or(0, Vec::len);
-            let medians: Option<Vec<f64>> = (0..width)
-                .map(|i| median(all.iter().filter_map(|f| f.get(i).copied()).collect()))
-                .collect();
-            let shown = match (&medians, rs.first()) {
-                (Some(m), Some(v)) if !m.is_empty() => show_figures(v, m),
-                _ if rs.is_empty() => "not run".to_owned(),
-                _ => "no result".to_owned(),
-            };
-            let cpu = median(
-                rs.iter()
-                    .filter_map(|v| v["broker"]["cpu_percent"].as_f64())
-                    .collect(),
-            );
-            let rss = median(
-                rs.iter()
-                    .filter_map(|v| v["broker"]["peak_rss_kib"].as_f64())
-                    .collect(),
-            );
-            (medians.unwrap_or_default(), shown, verdicts(&rs), cpu, rss)
-        };
-        let (ma, sa, va, ca, ra) = side(a);
-        let (mb, sb, vb, cb, rb) = side(b);
-        let ratio = if !ma.is_empty() && ma.len() == mb.len() && mb.iter().all(|y| *y > 0.0) {
-            ma.iter()
-                .zip(&mb)
-                .map(|(x, y)| format!("{:.2}", x / y))
-                .collect::<Vec<_>>()
-                .join(" / ")
-        } else {
-            "-".to_owned()
-        };
-        let num =
-            |x: Option<f64>, digits: usize| x.map_or("-".to_owned(), |x| format!("{x:.digits$}"));
-        println!(
-            "| {row} | {sa} | {sb} | {ratio} | {va} / {vb} | {} / {} | {} / {} |",
-            num(ca, 0),
-            num(cb, 0),
-            num(ra.map(|k| k / 1024.0), 1),
-            num(rb.map(|k| k / 1024.0), 1),
-        );
+        let sides: Vec<Side> = labels
+            .iter()
+            .map(|label| {
+                let rs: Vec<&Value> = runs
+                    .get(&(row.clone(), label.clone()))
+                    .unwrap_or(&empty)
+                    .iter()
+                    .collect();
+                Side::of(&rs)
+            })
+            .collect();
+        let join =
+            |f: &dyn Fn(&Side) -> String| sides.iter().map(f).collect::<Vec<_>>().join(" / ");
+        let mut line = format!("| {row} |");
+        for side in &sides {
+            line.push_str(&format!(" {} |", side.shown));
+        }
+        for other in &sides[1..] {
+            line.push_str(&format!(" {} |", sides[0].ratio(other)));
+        }
+        line.push_str(&format!(
+            " {} | {} | {} |",
+            join(&|s| s.verdicts.clone()),
+            join(&|s| if s.skipped {
+                "-".to_owned()
+            } else {
+                num(s.cpu, 0)
+            }),
+            join(&|s| if s.skipped {
+                "-".to_owned()
+            } else {
+                num(s.rss_kib.map(|k| k / 1024.0), 1)
+            }),
+        ));
+        println!("{line}");
     }
     Ok(())
 }
