@@ -99,7 +99,8 @@ if has_peer nats && ! command -v nats-server >/dev/null 2>&1; then
 fi
 if has_peer rumqttd && ! command -v rumqttd >/dev/null 2>&1; then
     echo "==> installing rumqttd 0.20.0 into $peer_tools (cargo install; this compiles it)" >&2
-    cargo install rumqttd --version 0.20.0 --locked --root "$peer_tools" >&2
+    # Not --locked: its lock file pins metrics 0.22.1, which current rustc refuses (E0521).
+    cargo install rumqttd --version 0.20.0 --root "$peer_tools" >&2
 fi
 
 echo "==> building Starling (release) and the load generator" >&2
