@@ -170,6 +170,16 @@ impl TopicFilter {
         &self.full[usize::from(self.filter_start)..]
     }
 
+    /// [`TopicFilter::filter`] as a shared string: the filter's own allocation unless it is a
+    /// shared subscription, so an index keyed by it stores no second copy.
+    pub fn filter_shared(&self) -> Arc<str> {
+        if self.filter_start == 0 {
+            self.full.clone()
+        } else {
+            Arc::from(self.filter())
+        }
+    }
+
     /// The share group, for a shared subscription.
     pub fn share_group(&self) -> Option<&str> {
         if self.filter_start == 0 {

@@ -85,8 +85,13 @@ pub fn serve(
         last_write: tokio::time::Instant::now().into_std(),
         hold: Ticket::NONE,
         _open: broker.metrics().connection_opened(),
-        _permits: permits,
+        _permits: permits
+            .iter()
+            .any(Option::is_some)
+            .then(|| Box::new(permits)),
     };
+    // Needed only by the handshake: boxed, they take 8 bytes of the task for its life, not 40.
+    let for_handshake = Box::new((identity, gate));
     async move {
         debug!("new connection");
         let (broker, shutdown) = (&broker, &shutdown);
@@ -95,7 +100,11 @@ pub fn serve(
             mut session,
             mut actions,
             ended,
-        }) = Box::pin(connection.handshake(identity, broker, gate, shutdown)).await
+        }) = {
+            let (identity, gate) = *for_handshake;
+            Box::pin(connection.handshake(identity, broker, gate, shutdown))
+        }
+        .await
         else {
             return;
         };
@@ -191,7 +200,8 @@ struct Connection {
     hold: Ticket,
     /// Counts the connection in `mqtt_connections_current` while it lives.
     _open: OpenConnection,
-    _permits: Permits,
+    /// `None` without connection limits.
+    _permits: Option<Box<Permits>>,
 }
 
 fn now() -> Instant {

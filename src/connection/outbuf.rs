@@ -23,17 +23,37 @@ const MAX_IOVECS: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct OutBuf {
-    /// Sealed byte runs, oldest first.
-    segments: VecDeque<Bytes>,
-    /// Where the next packets are encoded; sealed into `segments` before writing.
-    scratch: BytesMut,
+    /// Allocated while bytes are queued, so an idle connection carries 8 bytes here, not 64.
+    queued: Option<Box<Queued>>,
     /// Bytes queued in `segments` and `scratch` together.
     len: usize,
     /// Bytes went into a stream that buffers (TLS, WebSocket) and have not been flushed yet.
     unflushed: bool,
 }
 
+#[derive(Debug, Default)]
+struct Queued {
+    /// Sealed byte runs, oldest first.
+    segments: VecDeque<Bytes>,
+    /// Where the next packets are encoded; sealed into `segments` before writing.
+    scratch: BytesMut,
+}
+
+impl Queued {
+    /// Moves the scratch bytes into the segment queue. `split` keeps the rest of the scratch
+    /// allocation for the next packets.
+    fn seal(&mut self) {
+        if !self.scratch.is_empty() {
+            self.segments.push_back(self.scratch.split().freeze());
+        }
+    }
+}
+
 impl OutBuf {
+    fn queued(&mut self) -> &mut Queued {
+        self.queued.get_or_insert_with(Box::default)
+    }
+
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
         self.len
@@ -54,9 +74,10 @@ impl OutBuf {
         packet: &Packet,
         version: ProtocolVersion,
     ) -> Result<(), EncodeError> {
-        let before = self.scratch.len();
-        codec::encode(packet, version, &mut self.scratch)?;
-        self.len += self.scratch.len() - before;
+        let scratch = &mut self.queued().scratch;
+        let before = scratch.len();
+        codec::encode(packet, version, scratch)?;
+        self.len += scratch.len() - before;
         Ok(())
     }
 
@@ -65,26 +86,19 @@ impl OutBuf {
         publish: &OutgoingPublish,
         version: ProtocolVersion,
     ) -> Result<(), EncodeError> {
-        let before = self.scratch.len();
-        codec::encode_publish_header(&publish.view(), version, &mut self.scratch)?;
-        self.len += self.scratch.len() - before;
+        let queued = self.queued.get_or_insert_with(Box::default);
+        let before = queued.scratch.len();
+        codec::encode_publish_header(&publish.view(), version, &mut queued.scratch)?;
+        let header = queued.scratch.len() - before;
         let payload = &publish.message.payload;
         if payload.len() <= INLINE_PAYLOAD {
-            self.scratch.extend_from_slice(payload);
+            queued.scratch.extend_from_slice(payload);
         } else {
-            self.seal();
-            self.segments.push_back(payload.clone());
+            queued.seal();
+            queued.segments.push_back(payload.clone());
         }
-        self.len += payload.len();
+        self.len += header + payload.len();
         Ok(())
-    }
-
-    /// Moves the scratch bytes into the segment queue. `split` keeps the rest of the scratch
-    /// allocation for the next packets.
-    fn seal(&mut self) {
-        if !self.scratch.is_empty() {
-            self.segments.push_back(self.scratch.split().freeze());
-        }
     }
 
     /// Writes until everything is out (flushed, for streams that buffer) or the socket is full.
@@ -93,10 +107,13 @@ impl OutBuf {
         stream: &mut Stream,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        self.seal();
-        while !self.segments.is_empty() {
+        while let Some(queued) = self.queued.as_mut() {
+            queued.seal();
+            if queued.segments.is_empty() {
+                break;
+            }
             let written = {
-                let slices: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = self
+                let slices: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = queued
                     .segments
                     .iter()
                     .take(MAX_IOVECS)
@@ -120,12 +137,14 @@ impl OutBuf {
     fn consume(&mut self, mut written: usize) {
         self.len -= written;
         while written > 0 {
-            let Some(front) = self.segments.front_mut() else {
+            let Some(front) = self.queued.as_mut().and_then(|q| q.segments.front_mut()) else {
                 return;
             };
             if front.len() <= written {
                 written -= front.len();
-                self.segments.pop_front();
+                if let Some(queued) = self.queued.as_mut() {
+                    queued.segments.pop_front();
+                }
             } else {
                 front.advance(written);
                 written = 0;
@@ -137,12 +156,7 @@ impl OutBuf {
     /// idle connection holds no write buffer.
     pub fn release_if_empty(&mut self) {
         if self.len == 0 {
-            if self.scratch.capacity() != 0 {
-                self.scratch = BytesMut::new();
-            }
-            if self.segments.capacity() != 0 {
-                self.segments = VecDeque::new();
-            }
+            self.queued = None;
         }
     }
 }

@@ -72,6 +72,7 @@ mod tests;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
@@ -121,7 +122,8 @@ impl<T> Deref for CacheAligned<T> {
 /// A `RwLock` because publishes only read and may do so in parallel; `parking_lot`'s because it
 /// is small, does not poison, and is fair enough that a stream of readers cannot starve a
 /// subscribe.
-type ExactShard<V> = RwLock<HashMap<Box<str>, FilterEntry<V>>>;
+/// Keyed by the filter's own string (shared with the session's copy, not a second allocation).
+type ExactShard<V> = RwLock<HashMap<Arc<str>, FilterEntry<V>>>;
 
 /// One wildcard trie with its subscription count.
 struct TrieShard<V> {
@@ -214,7 +216,7 @@ impl<V> SubscriptionIndex<V> {
             let mut map = self.exact_shard(pattern).write();
             let entry = match map.get_mut(pattern) {
                 Some(entry) => entry,
-                None => map.entry(Box::from(pattern)).or_default(),
+                None => map.entry(filter.filter_shared()).or_default(),
             };
             let replaced = entry.insert(group, id, value);
             if !replaced {
