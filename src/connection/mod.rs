@@ -691,12 +691,13 @@ impl Connection {
                 if batch.is_empty() {
                     break;
                 }
+                let mut latencies = metrics.latency_batch();
                 for delivery in batch.drain(..) {
                     let published_at = delivery.message.published_at;
                     match session.deliver(now, delivery, actions) {
                         Ok(()) => {
-                            if let Some(at) = published_at {
-                                metrics.delivered_after(now.saturating_duration_since(at));
+                            if let (Some(latencies), Some(at)) = (&mut latencies, published_at) {
+                                latencies.add(now.saturating_duration_since(at));
                             }
                         }
                         Err(dropped) => {
@@ -704,6 +705,9 @@ impl Connection {
                             debug!(?dropped, "message not sent");
                         }
                     }
+                }
+                if let Some(latencies) = &latencies {
+                    metrics.delivered_batch(latencies);
                 }
             }
             self.apply(broker, slot, session, actions)?;

@@ -13,16 +13,12 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::broker::Broker;
-use crate::metrics::{Gauges, Histograms, names};
+use std::fmt::Write as _;
+
+use crate::metrics::{Gauges, Histograms, LATENCY_BUCKETS, names};
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
-
-/// Latency buckets, in seconds: 100 µs to 10 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
 
 /// Batch size buckets, in changes.
 const BATCH_BUCKETS: &[f64] = &[
@@ -170,7 +166,6 @@ impl Exporter {
         let mut builder = PrometheusBuilder::new();
         for (name, buckets) in [
             (names::STORE_COMMIT_SECONDS, LATENCY_BUCKETS),
-            (names::PUBLISH_DELIVER_SECONDS, LATENCY_BUCKETS),
             (names::STORE_BATCH_OPS, BATCH_BUCKETS),
         ] {
             builder = builder
@@ -178,7 +173,11 @@ impl Exporter {
                 .expect("only an empty bucket list is refused, and these are non-empty constants");
         }
         let recorder = builder.build_recorder();
-        for (name, help, unit) in HELP {
+        // The publish-to-deliver histogram is the broker's own (see `render`).
+        for (name, help, unit) in HELP
+            .iter()
+            .filter(|(name, ..)| *name != names::PUBLISH_DELIVER_SECONDS)
+        {
             let key = KeyName::from_const_str(name);
             let help = SharedString::const_str(help);
             if name.ends_with("_total") {
@@ -200,7 +199,6 @@ impl Exporter {
                 .register_histogram(&Key::from_static_name(name), &METADATA)
         };
         Histograms {
-            publish_deliver: histogram(names::PUBLISH_DELIVER_SECONDS),
             store_commit: histogram(names::STORE_COMMIT_SECONDS),
             store_batch: histogram(names::STORE_BATCH_OPS),
         }
@@ -242,6 +240,33 @@ impl Exporter {
             &[],
             started.elapsed().as_secs_f64().floor(),
         );
-        self.handle.render()
+        let mut text = self.handle.render();
+        render_deliver_latency(&mut text, broker);
+        text
     }
+}
+
+/// Appends the publish-to-deliver histogram, which the broker keeps in its own atomics (a
+/// recorder histogram per delivery cost the publish path too much), in Prometheus' format.
+fn render_deliver_latency(text: &mut String, broker: &Broker) {
+    let name = names::PUBLISH_DELIVER_SECONDS;
+    let help = HELP
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map_or("", |(_, help, _)| *help);
+    let (counts, sum) = broker.metrics().deliver_latency();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let _ = writeln!(text, "# HELP {name} {help}");
+    let _ = writeln!(text, "# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (bound, count) in LATENCY_BUCKETS.iter().zip(&counts) {
+        cumulative += count;
+        let _ = writeln!(text, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    cumulative += counts.last().copied().unwrap_or(0);
+    let _ = writeln!(text, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(text, "{name}_sum {sum}");
+    let _ = writeln!(text, "{name}_count {cumulative}");
 }
