@@ -7,8 +7,52 @@
 # timeout. Needs mosquitto-clients and `cargo build --release`.
 #
 # Usage: scripts/http-overhead.sh [N messages, default 200000] [runs per mode, default 6] [qos]
+#        scripts/http-overhead.sh --loadgen [runs per mode, default 4] [loadgen scenario args...]
+#   --loadgen drives the broker with the project's load generator instead (default scenario:
+#   16 publisher/subscriber pairs, QoS 0, 5 s) and prints deliveries/s and broker CPU per
+#   delivery for each mode. Needs `cargo bench --bench loadgen --no-run` first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "${1:-}" = --loadgen ]; then
+    shift
+    runs=${1:-4}
+    shift || true
+    scenario=("$@")
+    [ ${#scenario[@]} -gt 0 ] || scenario=(pairs --qos 0 --duration 5 --warmup 1)
+    bin=${BIN:-target/release/starling}
+    loadgen=$(ls -t target/release/deps/loadgen-* 2>/dev/null | grep -v '\.d$' | head -n 1)
+    [ -x "$bin" ] && [ -x "$loadgen" ] || {
+        echo "build first: cargo build --release && cargo bench --bench loadgen --no-run" >&2
+        exit 1
+    }
+    declare -A rate=([off]=0 [on]=0) us=([off]=0 [on]=0)
+    for i in $(seq "$runs"); do
+        if [ $((i % 2)) -eq 1 ]; then order=(off on); else order=(on off); fi
+        for mode in "${order[@]}"; do
+            port=$((20000 + RANDOM % 20000))
+            http=()
+            if [ "$mode" = on ]; then http=(--http "127.0.0.1:$((port + 1))"); fi
+            "$bin" -l "127.0.0.1:$port" --log-level warn "${http[@]}" >/dev/null 2>&1 &
+            pid=$!
+            sleep 0.5
+            line=$(timeout 60 "$loadgen" "${scenario[@]}" --port "$port" --broker-pid "$pid" 2>/dev/null)
+            kill "$pid"
+            wait "$pid" 2>/dev/null || true
+            read -r r u < <(echo "$line" | python3 -c 'import json,sys; d=json.load(sys.stdin)
+r = d["deliveries_per_s"]
+print(r, d["broker"]["cpu_percent"] / 100 * 1e6 / r)')
+            printf 'run %d http=%-3s %9.0f deliveries/s  broker %.3f us/delivery\n' "$i" "$mode" "$r" "$u"
+            rate[$mode]=$(echo "${rate[$mode]} + $r" | bc -l)
+            us[$mode]=$(echo "${us[$mode]} + $u" | bc -l)
+        done
+    done
+    for mode in off on; do
+        printf 'http=%-3s mean %9.0f deliveries/s  broker %.3f us/delivery\n' "$mode" \
+            "$(echo "${rate[$mode]} / $runs" | bc -l)" "$(echo "${us[$mode]} / $runs" | bc -l)"
+    done
+    exit 0
+fi
 
 bin=${BIN:-target/release/starling}
 n=${1:-200000}
