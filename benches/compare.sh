@@ -11,13 +11,16 @@
 # cannot run (nats-server: QoS 2, MQTT 5) shows as "n/a".
 #
 # Usage: benches/compare.sh [--quick] [--reps N] [--only REGEX] [--peers LIST] [--idle N]
-#                           [--per-source N] [--persistence] [--keep DIR]
+#                           [--per-source N] [--inflight N] [--persistence] [--keep DIR]
 #   --quick        short runs, 1 repetition, 1,000 idle connections: a smoke run (~2 minutes)
 #   --reps N       repetitions of each scenario per broker (default 3; the table shows medians)
 #   --only REGEX   run only the scenarios whose name matches (names: see `matrix` below)
 #   --peers LIST   comma-separated peers among mosquitto, rumqttd, nats (default: mosquitto)
 #   --idle N       connections of the idle scenarios (default 10,000; 1,000 with --quick)
 #   --per-source N idle connections per 127.0.0.x source address (default: the generator's)
+#   --inflight N   QoS 1/2 messages in flight per client for Starling, mosquitto and nats (default
+#                  20, the brokers' default; rumqttd's is fixed at 100, so --inflight 100 compares
+#                  all four with the same window)
 #   --persistence  turn mosquitto's persistence on (and give Starling a --data-dir)
 #   --keep DIR     write results, logs and configs to DIR instead of a temporary directory
 # Environment: STARLING_PORT (21883), MOSQUITTO_PORT (21884), RUMQTTD_PORT (21885, MQTT 3.1.1)
@@ -35,6 +38,7 @@ peers_arg=mosquitto
 idle_n=''
 per_source=''
 persistence=0
+inflight=20
 work=''
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
         --peers) peers_arg=$2; shift ;;
         --idle) idle_n=$2; shift ;;
         --per-source) per_source=$2; shift ;;
+        --inflight) inflight=$2; shift ;;
         --persistence) persistence=1 ;;
         --keep) work=$2; shift ;;
         -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
@@ -127,6 +132,7 @@ results="$work/results.jsonl"
 {
     echo "listener $mport 127.0.0.1"
     echo "allow_anonymous true"
+    echo "max_inflight_messages $inflight"
     if [ "$persistence" = 1 ]; then
         mkdir -p "$work/mosquitto-data"
         echo "persistence true"
@@ -184,10 +190,14 @@ jetstream {
 }
 mqtt {
     listen: 127.0.0.1:$nport
-    max_ack_pending: 20
+    max_ack_pending: $inflight
 }
 EOF
 starling_args=(-l "127.0.0.1:$sport")
+if [ "$inflight" != 20 ]; then
+    printf '[limits]\nmax_inflight_messages = %s\n' "$inflight" >"$work/starling.toml"
+    starling_args+=(-c "$work/starling.toml")
+fi
 if [ "$persistence" = 1 ]; then
     starling_args+=(--data-dir "$work/starling-data")
 fi
@@ -279,6 +289,8 @@ else
     burst="--burst 10000 --duration 8 --burst-at 2 --warmup 1 --drain 3"
 fi
 if [ -n "$per_source" ]; then idle="$idle --per-source $per_source"; fi
+# Publishers keep as many in flight as the brokers allow subscribers.
+if [ "$inflight" != 20 ]; then d="$d --inflight $inflight"; fi
 matrix=(
     "fan-in-q0|fan-in --qos 0 $d"
     "fan-in-q1|fan-in --qos 1 $d"
