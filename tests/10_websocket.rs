@@ -562,16 +562,8 @@ impl Browser {
     fn open(program: &str, url: &str) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
         let child = std::process::Command::new(program)
+            .args(common::tools::CHROMIUM_HEADLESS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::http::get;
-use common::tools::chromium;
+use common::tools::{CHROMIUM_HEADLESS, chromium};
 use common::{RawClient, TestBroker};
 use starling::codec::{ProtocolVersion, QoS};
 
@@ -31,20 +31,10 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
 fn browse(chromium: &str, dir: &Path, url: &str, extra: &[&str]) -> String {
     let profile = tempfile::tempdir_in(dir).expect("profile dir");
     let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            // Virtual time runs the page's one-second polling a few times, fast; fetches still
-            // go to the broker for real.
-            "--virtual-time-budget=4000",
-        ])
+        .args(CHROMIUM_HEADLESS)
+        // Virtual time runs the page's one-second polling a few times, fast; fetches still go
+        // to the broker for real.
+        .arg("--virtual-time-budget=4000")
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
         .arg(url)

@@ -81,6 +81,20 @@ pub fn mosquitto_available() -> bool {
     )
 }
 
+/// Chromium's flags for a quiet headless run in a container: no sandbox, GPU, QUIC, first-run
+/// pages or background traffic, and no /dev/shm (small in containers).
+pub const CHROMIUM_HEADLESS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+];
+
 /// The Chromium binary, if there is one. `STARLING_REQUIRE_CHROMIUM=1` (or
 /// `STARLING_REQUIRE_INTEROP=1`) makes a missing one a failure.
 pub fn chromium() -> Option<&'static str> {
